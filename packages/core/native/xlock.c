@@ -1,0 +1,465 @@
+/*
+ * xlock: the kernel-lock primitives of @x/core, against node_api.h only.
+ *
+ * Everything here is a thin, synchronous, non-blocking system call except
+ * `wait`, which blocks on a thread of its own (never libuv's threadpool: four
+ * blocked waits there freeze every fs call in the process). Errors are
+ * returned as negative errno values; the JS side turns them into coded errors,
+ * which keeps this file small and the hot path free of error objects.
+ *
+ * Lock kind: Linux open-file-description locks (F_OFD_SETLK), which conflict
+ * with classic POSIX fcntl locks (containers/storage, Python fcntl.lockf) and
+ * between two descriptors of one process. Elsewhere flock(2).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#if defined(F_OFD_SETLK) && defined(F_OFD_SETLKW) && defined(F_OFD_GETLK)
+#define XLOCK_OFD 1
+#else
+#define XLOCK_OFD 0
+#endif
+
+/* Lock types, as the JS side passes them. */
+enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2 };
+
+#define PATH_BUF 4096
+
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_error(env, NULL, "xlock: N-API call failed: " #call);         \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+static napi_value make_int(napi_env env, int64_t v) {
+  napi_value out;
+  if (napi_create_int64(env, v, &out) != napi_ok) return NULL;
+  return out;
+}
+
+/* Reads argument i as an int32; throws a TypeError naming it otherwise. */
+static int arg_int(napi_env env, napi_value *argv, size_t argc, size_t i,
+                   const char *name, int32_t *out) {
+  napi_valuetype t;
+  if (i >= argc || napi_typeof(env, argv[i], &t) != napi_ok || t != napi_number) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "xlock: expected `%s` to be a number", name);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  napi_get_value_int32(env, argv[i], out);
+  return 1;
+}
+
+static int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i,
+                    char *buf) {
+  size_t len = 0;
+  napi_valuetype t;
+  if (i >= argc || napi_typeof(env, argv[i], &t) != napi_ok || t != napi_string) {
+    napi_throw_type_error(env, NULL, "xlock: expected `path` to be a string");
+    return 0;
+  }
+  if (napi_get_value_string_utf8(env, argv[i], buf, PATH_BUF, &len) != napi_ok ||
+      len >= PATH_BUF - 1 || strlen(buf) != len) {
+    /* Too long, or an embedded NUL the kernel would silently cut at. */
+    napi_throw_type_error(env, NULL, "xlock: `path` is too long or contains NUL");
+    return 0;
+  }
+  return 1;
+}
+
+static int set_lock(int fd, int type, int wait) {
+#if XLOCK_OFD
+  struct flock fl;
+  memset(&fl, 0, sizeof fl); /* whole file; l_pid must be 0 for OFD locks */
+  fl.l_type = type == XL_UNLOCK ? F_UNLCK : type == XL_SHARED ? F_RDLCK : F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  return fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+#else
+  int op = type == XL_UNLOCK ? LOCK_UN : type == XL_SHARED ? LOCK_SH : LOCK_EX;
+  return flock(fd, wait ? op : op | LOCK_NB);
+#endif
+}
+
+/* open(path, flags, mode) -> fd | -errno. O_CLOEXEC always: a child must never
+ * inherit (and so keep alive) a lock. */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  char path[PATH_BUF];
+  int32_t flags, mode;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_path(env, argv, argc, 0, path) ||
+      !arg_int(env, argv, argc, 1, "flags", &flags) ||
+      !arg_int(env, argv, argc, 2, "mode", &mode))
+    return NULL;
+  int fd;
+  do fd = open(path, flags | O_CLOEXEC, (mode_t)mode);
+  while (fd < 0 && errno == EINTR);
+  return make_int(env, fd < 0 ? -errno : fd);
+}
+
+/* setlk(fd, type) -> 0 | -errno (EAGAIN when held elsewhere). Never blocks. */
+static napi_value js_setlk(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd, type;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
+      !arg_int(env, argv, argc, 1, "type", &type))
+    return NULL;
+  int r;
+  do r = set_lock(fd, type, 0);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) return make_int(env, 0);
+  /* EACCES is POSIX's other spelling of "held by someone else". */
+  return make_int(env, (errno == EACCES || errno == EWOULDBLOCK) ? -EAGAIN : -errno);
+}
+
+/* getlk(fd, type) -> 0 free, >0 holder pid (classic POSIX holder), -1 held by
+ * an OFD/flock holder whose pid the kernel does not report, or -errno - 1. */
+static napi_value js_getlk(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd, type;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
+      !arg_int(env, argv, argc, 1, "type", &type))
+    return NULL;
+#if XLOCK_OFD
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = type == XL_SHARED ? F_RDLCK : F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd, F_OFD_GETLK, &fl) < 0) return make_int(env, -errno - 1);
+  if (fl.l_type == F_UNLCK) return make_int(env, 0);
+  return make_int(env, fl.l_pid > 0 ? fl.l_pid : -1);
+#else
+  /* flock has no query: probe with a non-blocking lock on our own descriptor. */
+  int op = type == XL_SHARED ? LOCK_SH : LOCK_EX;
+  if (flock(fd, op | LOCK_NB) == 0) {
+    flock(fd, LOCK_UN);
+    return make_int(env, 0);
+  }
+  return make_int(env, errno == EWOULDBLOCK ? -1 : -errno - 1);
+#endif
+}
+
+/* verify(fd, path) -> 0 when the descriptor's inode is the one at `path` and is
+ * still linked; 1 when it is not (deleted or replaced); -errno on other errors.
+ * The unlink race (SPEC 3.3 item 2) hinges on this check after every acquire. */
+static napi_value js_verify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char path[PATH_BUF];
+  int32_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
+      !arg_path(env, argv, argc, 1, path))
+    return NULL;
+  struct stat a, b;
+  if (fstat(fd, &a) < 0) return make_int(env, -errno);
+  if (a.st_nlink == 0) return make_int(env, 1);
+  if (lstat(path, &b) < 0) return make_int(env, errno == ENOENT ? 1 : -errno);
+  return make_int(env, (a.st_dev == b.st_dev && a.st_ino == b.st_ino) ? 0 : 1);
+}
+
+/* record(fd, buffer) -> 0 | -errno: the owner record replaces the file's
+ * content. pwrite first, then truncate, so a concurrent reader sees either the
+ * old record, the new one, or the new one with a tail it must tolerate. */
+static napi_value js_record(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  void *data;
+  size_t len;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd)) return NULL;
+  if (argc < 2 || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "xlock: expected `record` to be a Buffer");
+    return NULL;
+  }
+  ssize_t w;
+  do w = pwrite(fd, data, len, 0);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) return make_int(env, -errno);
+  if ((size_t)w != len) return make_int(env, -EIO);
+  if (ftruncate(fd, (off_t)len) < 0) return make_int(env, -errno);
+  return make_int(env, 0);
+}
+
+/* unlinkHeld(fd, path) -> 0 | 1 (not ours: left alone) | -errno. Deletes the
+ * path only while it is still the inode we hold: never a file we do not hold. */
+static napi_value js_unlink_held(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char path[PATH_BUF];
+  int32_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
+      !arg_path(env, argv, argc, 1, path))
+    return NULL;
+  struct stat a, b;
+  if (fstat(fd, &a) < 0) return make_int(env, -errno);
+  if (lstat(path, &b) < 0) return make_int(env, errno == ENOENT ? 1 : -errno);
+  if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) return make_int(env, 1);
+  if (unlink(path) < 0) return make_int(env, errno == ENOENT ? 1 : -errno);
+  return make_int(env, 0);
+}
+
+/* close(fd) -> 0 | -errno. Closing drops the lock. */
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd)) return NULL;
+  /* No EINTR retry: on Linux the descriptor is gone even then. */
+  return make_int(env, close(fd) < 0 && errno != EINTR ? -errno : 0);
+}
+
+/* renameNoReplace(from, to) -> 0 | -errno (EEXIST when `to` exists). Publishes
+ * a locked staging file under its final name in one step. */
+static napi_value js_rename_noreplace(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char from[PATH_BUF], to[PATH_BUF];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_path(env, argv, argc, 0, from) || !arg_path(env, argv, argc, 1, to))
+    return NULL;
+#if defined(__linux__) && defined(SYS_renameat2)
+  if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */) == 0)
+    return make_int(env, 0);
+  if (errno != EINVAL && errno != ENOSYS) return make_int(env, -errno);
+#endif
+  /* Filesystems without RENAME_NOREPLACE: link refuses an existing target too. */
+  if (link(from, to) < 0) return make_int(env, -errno);
+  if (unlink(from) < 0) return make_int(env, -errno);
+  return make_int(env, 0);
+}
+
+/* ---- Blocking waits on a dedicated thread ------------------------------- */
+
+/* Cancellation interrupts the blocked fcntl/flock with a thread-directed
+ * signal whose handler is installed without SA_RESTART (so the call fails with
+ * EINTR). A signal that lands just before the thread enters the call is lost;
+ * the JS side re-sends until the wait reports back, so that window only delays
+ * a cancel, it never loses one. */
+static int cancel_signal(void) { return SIGRTMIN + 7; }
+static void on_cancel_signal(int sig) { (void)sig; }
+static pthread_once_t signal_once = PTHREAD_ONCE_INIT;
+static int signal_ready = 0;
+
+static void install_signal(void) {
+  struct sigaction sa, old;
+  if (sigaction(cancel_signal(), NULL, &old) == 0 &&
+      old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+    return; /* someone else owns it: waits still work, cancels do not */
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_cancel_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0; /* no SA_RESTART */
+  signal_ready = sigaction(cancel_signal(), &sa, NULL) == 0;
+}
+
+typedef struct waiter {
+  int fd;
+  int type;
+  pthread_t thread;
+  atomic_int cancelled;
+  atomic_int finished;
+  int result;
+  int joined;   /* main thread only */
+  int refs;     /* main thread only: the thread's report + the JS handle */
+  napi_env env;
+  napi_threadsafe_function tsfn;
+} waiter;
+
+static void waiter_unref(waiter *w) {
+  if (--w->refs == 0) free(w);
+}
+
+static void waiter_join(waiter *w) {
+  if (!w->joined) {
+    pthread_join(w->thread, NULL);
+    w->joined = 1;
+  }
+}
+
+static void *wait_thread(void *arg) {
+  waiter *w = arg;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, cancel_signal());
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  int res;
+  for (;;) {
+    if (atomic_load(&w->cancelled)) { res = -ECANCELED; break; }
+    if (set_lock(w->fd, w->type, 1) == 0) {
+      if (atomic_load(&w->cancelled)) {
+        set_lock(w->fd, XL_UNLOCK, 0);
+        res = -ECANCELED;
+      } else {
+        res = 0;
+      }
+      break;
+    }
+    if (errno == EINTR) continue;
+    res = -errno;
+    break;
+  }
+  w->result = res;
+  atomic_store(&w->finished, 1);
+  napi_call_threadsafe_function(w->tsfn, w, napi_tsfn_blocking);
+  napi_release_threadsafe_function(w->tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+static void cleanup_hook(void *arg);
+
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  waiter *w = data;
+  (void)context;
+  if (env == NULL) return; /* environment torn down: the cleanup hook freed us */
+  waiter_join(w);
+  napi_remove_env_cleanup_hook(env, cleanup_hook, w);
+  napi_value argv[1], undefined;
+  argv[0] = make_int(env, w->result);
+  napi_get_undefined(env, &undefined);
+  napi_call_function(env, undefined, cb, 1, argv, NULL);
+  waiter_unref(w);
+}
+
+static void send_cancel(waiter *w) {
+  atomic_store(&w->cancelled, 1);
+  if (!w->joined && !atomic_load(&w->finished) && signal_ready)
+    pthread_kill(w->thread, cancel_signal());
+}
+
+/* A worker thread exiting with a wait still pending: stop the thread before
+ * its environment disappears. */
+static void cleanup_hook(void *arg) {
+  waiter *w = arg;
+  struct timespec ms = {0, 1000000};
+  while (!atomic_load(&w->finished)) {
+    send_cancel(w);
+    nanosleep(&ms, NULL);
+  }
+  waiter_join(w);
+}
+
+static void handle_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  waiter_unref(data);
+}
+
+/* wait(fd, type, callback(result)) -> handle. The callback receives 0 when the
+ * lock is held, -ECANCELED after cancel(handle), or another -errno. */
+static napi_value js_wait(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], name, handle;
+  int32_t fd, type;
+  napi_valuetype t;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
+      !arg_int(env, argv, argc, 1, "type", &type))
+    return NULL;
+  if (argc < 3 || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, NULL, "xlock: expected `callback` to be a function");
+    return NULL;
+  }
+  pthread_once(&signal_once, install_signal);
+  waiter *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    napi_throw_error(env, "ENOMEM", "xlock: out of memory");
+    return NULL;
+  }
+  w->fd = fd;
+  w->type = type;
+  w->env = env;
+  w->refs = 2;
+  CHECK(napi_create_string_utf8(env, "xlock.wait", NAPI_AUTO_LENGTH, &name));
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL,
+                                      NULL, call_js, &w->tsfn) != napi_ok) {
+    free(w);
+    napi_throw_error(env, NULL, "xlock: cannot create a threadsafe function");
+    return NULL;
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  /* Start with every signal blocked so process-directed signals (SIGINT,
+   * SIGCHLD...) never land on this thread; it unblocks only its own. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&w->thread, &attr, wait_thread, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    napi_release_threadsafe_function(w->tsfn, napi_tsfn_abort);
+    free(w);
+    return make_int(env, -rc);
+  }
+  napi_add_env_cleanup_hook(env, cleanup_hook, w);
+  CHECK(napi_create_external(env, w, handle_finalize, NULL, &handle));
+  return handle;
+}
+
+/* cancel(handle): ask a pending wait to stop. Idempotent; safe after the wait
+ * has reported. */
+static napi_value js_cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *data = NULL;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok) {
+    napi_throw_type_error(env, NULL, "xlock: expected a wait handle");
+    return NULL;
+  }
+  send_cancel(data);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setlk", NULL, js_setlk, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getlk", NULL, js_getlk, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"verify", NULL, js_verify, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"record", NULL, js_record, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unlinkHeld", NULL, js_unlink_held, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"renameNoReplace", NULL, js_rename_noreplace, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wait", NULL, js_wait, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"cancel", NULL, js_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_value kind;
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
+    return NULL;
+  if (napi_create_string_utf8(env, XLOCK_OFD ? "ofd" : "flock", NAPI_AUTO_LENGTH, &kind) != napi_ok)
+    return NULL;
+  napi_set_named_property(env, exports, "kind", kind);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

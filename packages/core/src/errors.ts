@@ -1,0 +1,83 @@
+import type { LockOwner } from './owner.js';
+
+/**
+ * The codes a {@link LockError} can carry.
+ *
+ * - `ELOCKED`: held by someone else (`owner` is filled in when known).
+ * - `ETIMEDOUT`: a wait ran out of time.
+ * - `ECOMPROMISED`: a lease was lost, or the lock file was replaced or deleted under us.
+ * - `ERELEASED`: the handle was used after it was released.
+ * - `ENOTSUP`: the platform cannot give the backend or mode asked for.
+ * - `ESRCH`: the `pid` option names a process that is not running.
+ */
+export type LockErrorCode = 'ELOCKED' | 'ETIMEDOUT' | 'ECOMPROMISED' | 'ERELEASED' | 'ENOTSUP' | 'ESRCH';
+
+const brand = Symbol.for('@x/core.LockError');
+
+/** Options of the {@link LockError} constructor. */
+export interface LockErrorOptions {
+  /** The holder, when it is known. */
+  owner?: LockOwner | null | undefined;
+  /** The underlying error (an OS error, an abort reason). */
+  cause?: unknown;
+}
+
+/**
+ * The error of every lock operation that fails for a reason other than bad
+ * arguments (a `TypeError`) or a plain OS error (which keeps its errno `code`
+ * and carries `path`).
+ *
+ * @remarks Test `code`, never the message. {@link isLockError} recognises
+ * instances from another copy of this package too.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await tryLock('/var/lib/store/layers.lock');
+ * } catch (err) {
+ *   if (isLockError(err) && err.code === 'ELOCKED') console.log('busy, held by pid', err.owner?.pid);
+ *   else throw err;
+ * }
+ * ```
+ */
+export class LockError extends Error {
+  /** What went wrong, as one of {@link LockErrorCode}. */
+  readonly code: LockErrorCode;
+  /** The lock path the error is about. */
+  readonly path: string;
+  /** The holder, when the error is `ELOCKED` and the lock file names one. */
+  readonly owner?: LockOwner;
+
+  /**
+   * @param code - one of {@link LockErrorCode}
+   * @param path - the lock path
+   * @param message - a sentence for humans; the code is prefixed to it
+   * @param options - `owner` and `cause`
+   */
+  constructor(code: LockErrorCode, path: string, message: string, options: LockErrorOptions = {}) {
+    super(`${code}: ${message}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'LockError';
+    this.code = code;
+    this.path = path;
+    if (options.owner) this.owner = options.owner;
+    Object.defineProperty(this, brand, { value: true });
+  }
+}
+
+/**
+ * Whether `value` is a {@link LockError}, optionally with the given `code`.
+ * Works across copies of the package (it checks a brand, not the prototype).
+ *
+ * @example
+ * ```ts
+ * if (isLockError(err, 'ELOCKED')) return 'busy';
+ * ```
+ */
+export function isLockError(value: unknown, code?: LockErrorCode): value is LockError {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[brand] === true &&
+    (code === undefined || (value as LockError).code === code)
+  );
+}

@@ -1,0 +1,14 @@
+/**
+ * Test hooks: points where a test can pause an acquisition to force an
+ * interleaving deterministically (the unlink race of SPEC 3.3 item 2, the
+ * stale-lease takeover). Not public API; reached through the `@x/core/testing`
+ * export. Each hook costs one property check when unset.
+ */
+export interface TestHooks {
+  /** After the lock file is opened, before the lock is requested. */
+  afterOpen?: ((path: string) => void | Promise<void>) | undefined;
+  /** Lease: after a lease was judged stale, before it is claimed by rename. */
+  beforeTakeover?: ((path: string) => void | Promise<void>) | undefined;
+}
+
+export const hooks: TestHooks = {};

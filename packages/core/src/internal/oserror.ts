@@ -1,0 +1,33 @@
+import { constants } from 'node:os';
+
+const names = new Map<number, string>();
+for (const [name, value] of Object.entries(constants.errno)) names.set(value, name);
+
+/** An error shaped like Node's own fs errors: `code`, `errno`, `syscall`, `path`. */
+export interface OsError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path: string;
+}
+
+/** Builds the error for a `-errno` result of the addon. */
+export function osError(negErrno: number, syscall: string, path: string): OsError {
+  const errno = -negErrno;
+  const code = names.get(errno) ?? `E${errno}`;
+  const err = new Error(`${code}: ${syscall} failed on '${path}'`) as OsError;
+  err.code = code;
+  err.errno = -errno;
+  err.syscall = syscall;
+  err.path = path;
+  return err;
+}
+
+/** errno values the hot path compares against. */
+export const E = {
+  EAGAIN: -constants.errno.EAGAIN,
+  ENOENT: -constants.errno.ENOENT,
+  EEXIST: -constants.errno.EEXIST,
+  ECANCELED: -constants.errno.ECANCELED,
+  ESRCH: -constants.errno.ESRCH,
+} as const;

@@ -1,0 +1,89 @@
+/** Waiting helpers: a deadline + caller signal made only when a wait starts. */
+import { LockError } from '../errors.js';
+import type { Checked } from './options.js';
+
+/**
+ * Combines the caller's `signal` and `timeout` into one AbortSignal, lazily:
+ * an uncontended `lock()` never creates a controller, timer or listener.
+ * `dispose()` removes everything it created.
+ */
+export class WaitScope {
+  readonly #options: Checked;
+  readonly #path: string;
+  readonly #start = performance.now();
+  #controller: AbortController | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #onAbort: (() => void) | undefined;
+
+  constructor(options: Checked, path: string) {
+    this.#options = options;
+    this.#path = path;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller) return this.#controller.signal;
+    const controller = (this.#controller = new AbortController());
+    const { signal, timeout } = this.#options;
+    if (signal) {
+      if (signal.aborted) controller.abort(signal.reason);
+      else {
+        this.#onAbort = () => controller.abort(signal.reason);
+        signal.addEventListener('abort', this.#onAbort, { once: true });
+      }
+    }
+    if (timeout !== Infinity && !controller.signal.aborted) {
+      const left = Math.max(0, timeout - (performance.now() - this.#start));
+      const expire = () =>
+        controller.abort(new LockError('ETIMEDOUT', this.#path, `gave up waiting for the lock after ${timeout} ms`));
+      if (left === 0) expire();
+      else this.#timer = setTimeout(expire, left);
+    }
+    return controller.signal;
+  }
+
+  dispose(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#onAbort) this.#options.signal?.removeEventListener('abort', this.#onAbort);
+    this.#timer = this.#onAbort = undefined;
+  }
+}
+
+/** Resolves with `promise`, or rejects with `signal.reason` when it aborts first. */
+export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+const tails = new Map<string, Promise<void>>();
+
+/**
+ * The in-process FIFO of `lock()` waiters per path: only the head of the
+ * queue contends with other processes, so waiters of one process are served
+ * in the order they called. `prev` settles when it is our turn; `done()`
+ * passes the turn on (after `prev`, so an aborted waiter never lets the next
+ * one jump ahead of an earlier one).
+ */
+export function enqueue(key: string): { prev: Promise<void> | undefined; done: () => void } {
+  const prev = tails.get(key);
+  let resolve!: () => void;
+  const mine = new Promise<void>((r) => (resolve = r));
+  tails.set(key, mine);
+  const pass = () => {
+    if (tails.get(key) === mine) tails.delete(key);
+    resolve();
+  };
+  return { prev, done: () => (prev ? void prev.then(pass) : pass()) };
+}

@@ -1,0 +1,287 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ChildProcess } from 'node:child_process';
+import { statfsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { LockError } from './errors.js';
+import { isProcessAlive } from './owner.js';
+import { addon } from './platform/native.js';
+import { acquireKernel, releaseKernel, writeRecord } from './internal/kernel.js';
+import { acquireLease, type Lease } from './internal/lease.js';
+import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
+import { abortable, enqueue, WaitScope } from './internal/wait.js';
+
+export type { LockOptions } from './internal/options.js';
+
+/** Paths held by the `withLock` calls the current async context runs inside. */
+const inside = new AsyncLocalStorage<ReadonlySet<string>>();
+
+const token = Symbol('FileLock');
+
+/** How a held lock lets go: kernel (a descriptor) or lease (a file we own). */
+type Holding = { kind: 'kernel'; fd: number; remove: boolean } | { kind: 'lease'; lease: Lease };
+
+/**
+ * A held lock. Created by {@link tryLock}, {@link lock} and {@link withLock}.
+ *
+ * @remarks `release()` is idempotent, and `await using` releases at the end
+ * of the scope. `signal` aborts when the lock is released or lost, so a
+ * critical section can hand it to its own I/O.
+ *
+ * @example
+ * ```ts
+ * await using held = await lock('/var/lib/store/layers.lock', { timeout: 5_000 });
+ * await writeFile(tmp, data, { signal: held.signal });
+ * ```
+ */
+export class FileLock {
+  /** The absolute path of the lock file. */
+  readonly path: string;
+  /** The backend that holds the lock. */
+  readonly backend: 'kernel' | 'lease';
+  #holding: Holding | null;
+  #controller: AbortController | undefined;
+  #releasing: Promise<void> | undefined;
+  #onCompromised: ((error: LockError) => void) | undefined;
+  #child: ChildProcess | undefined;
+  #onChildExit: (() => void) | undefined;
+
+  /** @internal Use {@link tryLock}, {@link lock} or {@link withLock}. */
+  constructor(key: typeof token, path: string, holding: Holding, o: Checked) {
+    if (key !== token) throw new TypeError('FileLock is created by tryLock(), lock() or withLock()');
+    this.path = path;
+    this.backend = holding.kind;
+    this.#holding = holding;
+    this.#onCompromised = o.onCompromised;
+    if (o.child) {
+      this.#child = o.child;
+      this.#onChildExit = () => void this.release().catch(() => undefined);
+      o.child.once('exit', this.#onChildExit);
+    }
+  }
+
+  /** An AbortSignal that aborts when the lock is released or lost. */
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (!this.#holding) this.#controller.abort(this.#releasedError());
+    }
+    return this.#controller.signal;
+  }
+
+  /** Whether the lock is still held by this handle. */
+  get held(): boolean {
+    return this.#holding !== null;
+  }
+
+  #releasedError(): LockError {
+    return new LockError('ERELEASED', this.path, `the lock on '${this.path}' was released`);
+  }
+
+  /**
+   * Releases the lock. Idempotent: later calls resolve at once.
+   * @throws OS errors of deleting the file (`removeOnRelease`); the lock is released anyway.
+   */
+  release(): Promise<void> {
+    this.#releasing ??= this.#release();
+    return this.#releasing;
+  }
+
+  async #release(): Promise<void> {
+    const holding = this.#holding;
+    this.#holding = null;
+    if (this.#child && this.#onChildExit) this.#child.off('exit', this.#onChildExit);
+    try {
+      if (holding?.kind === 'kernel') releaseKernel(holding.fd, this.path, holding.remove);
+      else if (holding?.kind === 'lease') await holding.lease.release();
+    } finally {
+      this.#controller?.abort(this.#releasedError());
+    }
+  }
+
+  /** @internal The lease backend reports a lost lock here; never throws. */
+  lost(error: LockError): void {
+    if (!this.#holding) return;
+    this.#controller ??= new AbortController();
+    this.#controller.abort(error);
+    try {
+      this.#onCompromised?.(error);
+    } catch (err) {
+      // A throwing callback must not crash the process from a timer.
+      process.emitWarning(`onCompromised threw: ${String(err)}`, 'LockWarning');
+    }
+  }
+
+  /** Releases the lock; lets `await using held = await lock(p)` work. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
+}
+
+// statfs(2) f_type magics of filesystems whose kernel locks we do not trust.
+const remoteFs = new Set([
+  0x6969 /* NFS */, 0x517b /* SMB */, 0xff534d42 /* CIFS */, 0xfe534d42 /* SMB2 */, 0x65735546 /* FUSE */,
+]);
+const fsCache = new Map<string, 'kernel' | 'lease'>();
+
+/** `'auto'`: kernel where the addon loaded and the directory's filesystem is local. */
+function chooseBackend(path: string, o: Checked): 'kernel' | 'lease' {
+  if (o.backend !== 'auto') return o.backend;
+  if (!addon) return 'lease';
+  const dir = dirname(path);
+  let choice = fsCache.get(dir);
+  if (choice === undefined) {
+    choice = 'kernel';
+    for (let d = dir; ; d = dirname(d)) {
+      try {
+        choice = remoteFs.has(Number(statfsSync(d).type) >>> 0) ? 'lease' : 'kernel';
+        break;
+      } catch {
+        if (dirname(d) === d) break; // nothing exists: let open() report it
+      }
+    }
+    fsCache.set(dir, choice);
+  }
+  return choice;
+}
+
+function checkPid(o: Checked, path: string): number {
+  if (o.child && (o.pid === undefined || o.child.exitCode !== null || o.child.signalCode !== null)) {
+    throw new LockError('ESRCH', path, 'the child process given as `pid` is not running');
+  }
+  if (o.pid === undefined) return process.pid;
+  if (!isProcessAlive(o.pid)) throw new LockError('ESRCH', path, `process ${o.pid} given as \`pid\` is not running`);
+  return o.pid;
+}
+
+async function acquire(path: unknown, options: unknown, wait: boolean): Promise<FileLock> {
+  const abs = resolve(checkPath(path));
+  const o = checkOptions(options);
+  if (inside.getStore()?.has(abs)) {
+    throw new LockError('ELOCKED', abs, `'${abs}' is already held by the enclosing withLock() of this async context`);
+  }
+  const backend = chooseBackend(abs, o);
+  if (o.shared && backend === 'lease') throw new LockError('ENOTSUP', abs, 'shared locks need the kernel backend');
+  const pid = checkPid(o, abs);
+  o.signal?.throwIfAborted();
+  const scope = wait ? new WaitScope(o, abs) : undefined;
+  const turn = wait ? enqueue(abs) : undefined;
+  try {
+    if (turn?.prev) await abortable(turn.prev, scope!.signal);
+    if (backend === 'kernel') {
+      const fd = await acquireKernel(abs, o, scope && (() => scope.signal));
+      if (!o.shared) writeRecord(fd, pid);
+      return new FileLock(token, abs, { kind: 'kernel', fd, remove: o.removeOnRelease ?? false }, o);
+    }
+    let handle: FileLock | undefined;
+    const lease = await acquireLease(abs, o, pid, scope && (() => scope.signal), (err) => handle?.lost(err));
+    handle = new FileLock(token, abs, { kind: 'lease', lease }, o);
+    return handle;
+  } finally {
+    turn?.done();
+    scope?.dispose();
+  }
+}
+
+/**
+ * Takes the lock on `path` if it is free; never waits.
+ *
+ * @remarks Creates the lock file when missing (`0o644`, or `mode`), never
+ * follows a symlink at `path`, and checks after locking that the locked inode
+ * is still the one at `path`. A path this process already holds rejects
+ * `ELOCKED` too. The kernel backend writes an informational owner record
+ * into the file; the lease backend's record is the lock.
+ *
+ * @param path - the lock file
+ * @param options - see {@link LockOptions}; `timeout`/`signal` only matter to `lock()`
+ * @returns the held lock
+ * @throws `LockError` `ELOCKED` (with `owner` when known), `ENOTSUP`, `ESRCH`
+ * (bad `pid`); OS errors (`ENOENT` without `parents`, `EACCES`, `ELOOP` for a
+ * symlink...) with `code` and `path`; `TypeError` for bad arguments. Every
+ * error is a rejection, never a synchronous throw.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await using held = await tryLock('/var/lib/store/gc.lock');
+ *   await collectGarbage();
+ * } catch (err) {
+ *   if (!isLockError(err, 'ELOCKED')) throw err;
+ *   console.log(`gc already running (pid ${err.owner?.pid})`);
+ * }
+ * ```
+ */
+export function tryLock(path: string, options?: LockOptions): Promise<FileLock> {
+  return acquire(path, options, false);
+}
+
+/**
+ * Takes the lock on `path`, waiting while someone else holds it.
+ *
+ * @remarks Waiting never blocks the event loop and never occupies libuv's
+ * threadpool: a kernel wait blocks a dedicated native thread, which the
+ * kernel wakes the moment the holder lets go; lease waits poll every
+ * `pollInterval` ms. Waiters of this process on one path are served in call
+ * order. Inside `withLock(path)` itself, `lock(path)` rejects `ELOCKED` at
+ * once instead of deadlocking. Nothing (timer, listener, thread) is left
+ * behind once the promise settles.
+ *
+ * @param path - the lock file
+ * @param options - see {@link LockOptions}; `timeout` (ms) and `signal` bound the wait
+ * @returns the held lock
+ * @throws `LockError` `ETIMEDOUT`, `ELOCKED` (inside `withLock` of the same
+ * path), `ENOTSUP`, `ESRCH`; the `signal`'s reason when aborted; OS errors
+ * with `code` and `path`; `TypeError` for bad arguments.
+ *
+ * @example
+ * ```ts
+ * const held = await lock('/var/lib/store/layers.lock', { timeout: 10_000 });
+ * try {
+ *   await rewriteLayers();
+ * } finally {
+ *   await held.release();
+ * }
+ * ```
+ */
+export function lock(path: string, options?: LockOptions): Promise<FileLock> {
+  return acquire(path, options, true);
+}
+
+/**
+ * Runs `fn` while holding the lock on `path` (waiting for it like
+ * {@link lock}), and always releases it afterwards.
+ *
+ * @remarks Inside `fn`, `lock(path)` and `tryLock(path)` of the same path
+ * reject `ELOCKED` at once (detected with `AsyncLocalStorage`) rather than
+ * deadlock.
+ *
+ * @param path - the lock file
+ * @param fn - the critical section; receives the held lock (pass `held.signal` to its I/O)
+ * @param options - see {@link LockOptions}
+ * @returns what `fn` returns
+ * @throws what {@link lock} throws, what `fn` throws, and `TypeError` when `fn` is not a function
+ *
+ * @example
+ * ```ts
+ * const n = await withLock('/var/lib/store/counter.lock', async () => {
+ *   const next = Number(await readFile(counter, 'utf8')) + 1;
+ *   await writeFile(counter, String(next));
+ *   return next;
+ * });
+ * ```
+ */
+export async function withLock<T>(
+  path: string,
+  fn: (held: FileLock) => T | PromiseLike<T>,
+  options?: LockOptions,
+): Promise<T> {
+  if (typeof fn !== 'function') throw new TypeError(`Expected \`fn\` to be a function, got ${show(fn)}`);
+  const held = await acquire(path, options, true);
+  const outer = inside.getStore();
+  const paths = new Set(outer);
+  paths.add(held.path);
+  try {
+    return await inside.run(paths, () => fn(held));
+  } finally {
+    await held.release();
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * Owner records: who holds a lock file, written by both backends.
+ *
+ * Format (version 1), one line of JSON, UTF-8:
+ *
+ * ```json
+ * {"v":1,"backend":"kernel","pid":4242,"hostname":"build-3","bootId":"6c1f…",
+ *  "pidNs":"pid:[4026531836]","startTicks":123456,"createdAt":1763884800000,
+ *  "token":"9f2c…","leaseMs":30000}
+ * ```
+ *
+ * `token` and `leaseMs` are written by the lease backend only. Readers must
+ * accept missing fields, unknown fields, a longer tail after the JSON (a
+ * record is replaced in place, then truncated), and the legacy "pid" /
+ * "pid hostname" text files of nftban and Julia's Pidfile.
+ */
+import { open } from 'node:fs/promises';
+import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+
+/** The holder of a lock, as its lock file records it. */
+export interface LockOwner {
+  /** The owner's process id (in `pidNs`, when recorded). */
+  pid?: number | undefined;
+  /** The owner's host name. */
+  hostname?: string | undefined;
+  /** Which backend wrote the record. */
+  backend?: 'kernel' | 'lease' | undefined;
+  /** When the lock was taken, in ms since the epoch. */
+  startedAt?: number | undefined;
+  /** Ms since the record was last written or refreshed (from the file's mtime). */
+  age?: number | undefined;
+  /** Format version of the record. */
+  version?: number | undefined;
+  /** Lease token (lease backend): unique per acquisition. */
+  token?: string | undefined;
+  /** Lease length in ms the holder promised to refresh within (lease backend). */
+  leaseMs?: number | undefined;
+  /** Linux boot id of the owner's host. */
+  bootId?: string | undefined;
+  /** The owner's pid namespace (`readlink /proc/self/ns/pid`). */
+  pidNs?: string | undefined;
+  /** The owner process's start time in clock ticks since boot (Linux). */
+  startTicks?: number | undefined;
+}
+
+function readOr(read: () => string): string | undefined {
+  try {
+    return read().trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat). */
+export function processStartTicks(pid: number): number | undefined {
+  const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  if (!stat) return undefined;
+  // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[19]);
+  return Number.isSafeInteger(ticks) ? ticks : undefined;
+}
+
+/** This host's and process's identity, read once. */
+export interface Identity {
+  readonly hostname: string;
+  readonly bootId: string | undefined;
+  readonly pidNs: string | undefined;
+}
+
+let identity: Identity | undefined;
+/** @returns this process's host identity (cached). */
+export function selfIdentity(): Identity {
+  identity ??= {
+    hostname: osHostname(),
+    bootId: readOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8')),
+    pidNs: readOr(() => readlinkSync('/proc/self/ns/pid')),
+  };
+  return identity;
+}
+
+/** Builds a record; fields that are undefined are left out. */
+export function formatRecord(fields: {
+  backend: 'kernel' | 'lease';
+  pid: number;
+  startTicks: number | undefined;
+  token?: string;
+  leaseMs?: number;
+}): string {
+  const id = selfIdentity();
+  return (
+    JSON.stringify({
+      v: 1,
+      backend: fields.backend,
+      pid: fields.pid,
+      hostname: id.hostname,
+      bootId: id.bootId,
+      pidNs: id.pidNs,
+      startTicks: fields.startTicks,
+      createdAt: Date.now(),
+      token: fields.token,
+      leaseMs: fields.leaseMs,
+    }) + '\n'
+  );
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+const int = (v: unknown): number | undefined => (Number.isSafeInteger(v) ? (v as number) : undefined);
+
+/**
+ * Parses a record's text. Never throws: garbage gives `null`, a partial
+ * record gives the fields it has.
+ */
+export function parseRecord(text: string, mtimeMs?: number): LockOwner | null {
+  const age = mtimeMs === undefined ? undefined : Math.max(0, Math.round(Date.now() - mtimeMs));
+  const trimmed = text.replace(/\0+$/, '').trim();
+  if (trimmed.startsWith('{')) {
+    // A record rewritten in place may be followed by the old record's tail.
+    const end = trimmed.indexOf('}\n') >= 0 ? trimmed.indexOf('}\n') + 1 : trimmed.length;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(trimmed.slice(0, end));
+    } catch {
+      return null;
+    }
+    if (typeof raw !== 'object' || raw === null) return null;
+    const r = raw as Record<string, unknown>;
+    const backend = r.backend === 'kernel' || r.backend === 'lease' ? r.backend : undefined;
+    const pid = int(r.pid);
+    return {
+      pid: pid !== undefined && pid > 0 ? pid : undefined,
+      hostname: str(r.hostname),
+      backend,
+      startedAt: int(r.createdAt),
+      age,
+      version: int(r.v),
+      token: str(r.token),
+      leaseMs: int(r.leaseMs),
+      bootId: str(r.bootId),
+      pidNs: str(r.pidNs),
+      startTicks: int(r.startTicks),
+    };
+  }
+  // Legacy text: "1234" (nftban) or "1234 hostname" (Julia Pidfile).
+  const m = /^(\d{1,10})(?:[ \t]+(\S+))?$/.exec(trimmed);
+  if (!m) return null;
+  const pid = Number(m[1]);
+  if (pid <= 0 || pid > 0x7fffffff) return null;
+  return { pid, hostname: m[2], age };
+}
+
+/**
+ * Reads the owner record of a lock file of either backend.
+ *
+ * @remarks Tolerant of empty, partial or garbage content: it resolves `null`
+ * or a partial owner and never rejects because of what the file holds. It
+ * does not follow a symlink at `path`, and reading never disturbs a kernel
+ * lock held by this process (open-file-description locks are not dropped by
+ * closing another descriptor).
+ *
+ * @param path - the lock file
+ * @returns the owner, or `null` when the file is missing or names no one
+ * @throws `TypeError` for a bad `path`; OS errors other than `ENOENT` (such as
+ * `EACCES`, `ELOOP`) reject with their `code` and `path`.
+ *
+ * @example
+ * ```ts
+ * const owner = await readOwner('/var/lib/store/layers.lock');
+ * if (owner) console.log(`held by pid ${owner.pid} on ${owner.hostname}, ${owner.age} ms ago`);
+ * ```
+ */
+export async function readOwner(path: string): Promise<LockOwner | null> {
+  if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) {
+    throw new TypeError(`Expected \`path\` to be a non-empty string without NUL bytes, got \`${String(path)}\` (${typeof path})`);
+  }
+  let handle;
+  try {
+    handle = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) return null;
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+    return parseRecord(buf.toString('utf8', 0, bytesRead), st.mtimeMs);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Whether a process is running, conservatively.
+ *
+ * @remarks Only `ESRCH` proves a process dead: `EPERM` (someone else's
+ * process) counts as alive. A `hostname` other than this host's means "alive"
+ * (we cannot see it). Pid 0, negative numbers, non-integers and values beyond
+ * 2^31-1 are not processes (`process.kill(0)` would probe our own process
+ * group), so they give `false`. A zombie counts as alive until it is reaped.
+ *
+ * @param pid - the process id
+ * @param hostname - the host the pid belongs to; omitted means this host
+ * @returns `true` unless the process is provably not running
+ *
+ * @example
+ * ```ts
+ * const owner = await readOwner(lockPath);
+ * if (owner?.pid && !isProcessAlive(owner.pid, owner.hostname)) console.log('holder is gone');
+ * ```
+ */
+export function isProcessAlive(pid: number, hostname?: string): boolean {
+  if (typeof pid !== 'number') throw new TypeError(`Expected \`pid\` to be a number, got \`${String(pid)}\` (${typeof pid})`);
+  if (hostname !== undefined && typeof hostname !== 'string') {
+    throw new TypeError(`Expected \`hostname\` to be a string, got \`${String(hostname)}\` (${typeof hostname})`);
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid > 0x7fffffff) return false;
+  if (hostname !== undefined && hostname !== '' && hostname !== selfIdentity().hostname) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}

@@ -1,0 +1,1 @@
+export { isLockError, LockError, type LockErrorCode } from '@x/core';
