@@ -1,4 +1,4 @@
 export { LockError, isLockError, type LockErrorCode, type LockErrorOptions } from './errors.js';
-export { FileLock, lock, tryLock, withLock, type LockOptions } from './lock.js';
+export { createLocked, FileLock, lock, tryLock, withLock, type CreateLockedOptions, type LockOptions } from './lock.js';
 export { isProcessAlive, readOwner, type LockOwner } from './owner.js';
 export { kernelLocks } from './platform/native.js';

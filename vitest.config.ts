@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],
+    // Forks, not threads: tests spawn processes, send signals and load a
+    // native addon; a crash must not take the runner's other files with it.
+    pool: 'forks',
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Flakes are bugs: no retries.
+    retry: 0,
+  },
+});
