@@ -35,7 +35,9 @@ export function start(command: string, args: string[]): Child {
     if (w) w.resolve(l);
     else lines.push(l);
   });
+  let closed = false;
   rl.on('close', () => {
+    closed = true;
     for (const w of waiters.splice(0)) w.reject(new Error(`child ${proc.pid} closed stdout (exit ${proc.exitCode})`));
   });
   return {
@@ -44,7 +46,7 @@ export function start(command: string, args: string[]): Child {
       lines.length > 0
         ? Promise.resolve(lines.shift()!)
         : new Promise((resolve, reject) => {
-            if (rl.closed) reject(new Error(`child ${proc.pid} closed stdout`));
+            if (closed) reject(new Error(`child ${proc.pid} closed stdout`));
             else waiters.push({ resolve, reject });
           }),
     async finish() {
