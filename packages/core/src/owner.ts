@@ -53,13 +53,17 @@ function readOr(read: () => string): string | undefined {
 }
 
 /** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat). */
+let selfTicks: number | undefined;
 export function processStartTicks(pid: number): number | undefined {
+  if (pid === process.pid && selfTicks !== undefined) return selfTicks;
   const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'));
   if (!stat) return undefined;
   // comm (field 2) may contain spaces and parentheses: split after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[19]);
-  return Number.isSafeInteger(ticks) ? ticks : undefined;
+  if (!Number.isSafeInteger(ticks)) return undefined;
+  if (pid === process.pid) selfTicks = ticks;
+  return ticks;
 }
 
 /** This host's and process's identity, read once. */

@@ -1,18 +1,339 @@
-/** The lease backend (placeholder until the lease issue lands). */
+/**
+ * The lease backend: for filesystems whose kernel locks cannot be trusted
+ * (NFS without lock support, FUSE, SMB) and processes where the addon did not
+ * load. Plain `fs` only.
+ *
+ * The protocol:
+ *
+ * - Existence is the lock. Acquire = `open(path, O_CREAT|O_EXCL|O_NOFOLLOW)`
+ *   and write the owner record (versioned JSON, see owner.ts) through the
+ *   descriptor, which stays open for the lease's lifetime.
+ * - Heartbeat: every `heartbeat` ms an unref'd timer checks that the file at
+ *   `path` is still our inode, then `futimes` our descriptor (a few us). Loss
+ *   (deleted, replaced, taken over) aborts the handle's signal and calls
+ *   `onCompromised`; nothing is ever thrown from the timer.
+ * - Stale only on proof: (a) the record says same host, same boot, same pid
+ *   namespace, and the pid is dead (ESRCH) or its start time differs; or (b)
+ *   the file (inode, size, mtime) stayed unchanged for the lease length
+ *   measured on the *observer's own monotonic clock* since it first saw that
+ *   state. No wall-clock comparison across hosts, no "EPERM means dead".
+ *   The lease length is the observer's `staleAfter` when given, else what the
+ *   holder recorded, else the default.
+ * - Takeover: `rename(path, path.stale.<token>)` (exactly one of N
+ *   concurrent takers wins; the others see ENOENT), re-check that the claimed
+ *   file is the very state judged stale, then unlink it and create afresh. If
+ *   it is not (the holder refreshed or a newcomer slipped in), it is put back
+ *   with `link` (never replacing a file).
+ * - Release: only while the file at `path` is still ours, rename it aside,
+ *   confirm, unlink. Never unlink by path alone.
+ *
+ * Calls are synchronous: each is a short metadata operation, and a
+ * threadpool hop would cost more than the operation. Waits poll every
+ * `pollInterval` ms, woken early by `fs.watch` on the directory when the
+ * file changes locally (inotify does not see other NFS clients' changes).
+ */
+import {
+  closeSync,
+  constants as fsc,
+  fstatSync,
+  futimesSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  watch,
+  writeSync,
+  type FSWatcher,
+  type Stats,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname } from 'node:path';
 import { LockError } from '../errors.js';
+import { formatRecord, parseRecord, processStartTicks, selfIdentity, type LockOwner } from '../owner.js';
+import { hooks } from './hooks.js';
 import type { Checked } from './options.js';
+
+/** Lease length when neither the observer nor the record says. */
+export const DEFAULT_STALE_AFTER = 10_000;
 
 /** A held lease. */
 export interface Lease {
   release(): Promise<void>;
 }
 
-export function acquireLease(
+/** What an observer saw of a lease file: any change means its holder is alive. */
+interface Seen {
+  key: string;
+  since: number;
+}
+const observations = new Map<string, Seen>();
+
+// Not ctime: our own takeover rename changes it.
+const stateKey = (st: Stats): string => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+
+/** Reads the lease file at `path` without following a symlink; null when it is gone. */
+function inspect(path: string): { st: Stats; owner: LockOwner | null } | null {
+  let fd: number;
+  try {
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    const buf = Buffer.allocUnsafe(4096);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return { st, owner: parseRecord(buf.toString('utf8', 0, n), st.mtimeMs) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Proof that the recorded owner cannot be holding the lease any more. */
+function provablyDead(owner: LockOwner | null): boolean {
+  if (!owner?.pid) return false;
+  const me = selfIdentity();
+  if (owner.hostname !== me.hostname || !owner.bootId || owner.bootId !== me.bootId) return false;
+  if (!owner.pidNs || owner.pidNs !== me.pidNs) return false;
+  try {
+    process.kill(owner.pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  // Alive (or EPERM): only a different start time proves the pid was reused.
+  const ticks = processStartTicks(owner.pid);
+  return owner.startTicks !== undefined && ticks !== undefined && ticks !== owner.startTicks;
+}
+
+/**
+ * Judges the lease at `path`: 'stale' (with the state judged), or 'held'.
+ * The observer's monotonic clock runs from the first time it saw this exact
+ * state of the file.
+ */
+function judge(path: string, seen: { st: Stats; owner: LockOwner | null }, o: Checked): boolean {
+  if (provablyDead(seen.owner)) return true;
+  const key = stateKey(seen.st);
+  const now = performance.now();
+  const prev = observations.get(path);
+  if (!prev || prev.key !== key) {
+    observations.set(path, { key, since: now });
+    return false;
+  }
+  const leaseMs = o.staleAfter ?? seen.owner?.leaseMs ?? DEFAULT_STALE_AFTER;
+  return now - prev.since >= leaseMs;
+}
+
+/**
+ * Claims a stale lease: exactly one of several concurrent takers wins the
+ * rename; the winner re-checks that it claimed the state it judged stale.
+ * @returns false when what it claimed was not that state (put back)
+ */
+function takeOver(path: string, judged: Stats, token: string): boolean {
+  const claimed = `${path}.stale.${token}`;
+  try {
+    renameSync(path, claimed);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true; // another taker won
+    throw err;
+  }
+  let same = false;
+  try {
+    same = stateKey(lstatSync(claimed)) === stateKey(judged);
+  } finally {
+    if (!same) {
+      // Not what we judged (refreshed, or a newcomer's file): put it back,
+      // never over a file someone created meanwhile.
+      try {
+        linkSync(claimed, path);
+      } catch {
+        // EEXIST: a newcomer won; the displaced holder sees it on its next beat
+      }
+    }
+    unlinkSync(claimed);
+  }
+  observations.delete(path);
+  return same;
+}
+
+class HeldLease implements Lease {
+  readonly #path: string;
+  readonly #fd: number;
+  readonly #ino: number;
+  readonly #token: string;
+  readonly #lost: (error: LockError) => void;
+  #timer: NodeJS.Timeout | undefined;
+  #gone: LockError | undefined;
+
+  constructor(path: string, fd: number, token: string, beatMs: number, lost: (error: LockError) => void) {
+    this.#path = path;
+    this.#fd = fd;
+    this.#ino = fstatSync(fd).ino;
+    this.#token = token;
+    this.#lost = lost;
+    this.#timer = setInterval(() => this.#beat(), beatMs);
+    this.#timer.unref();
+  }
+
+  #ours(): boolean {
+    try {
+      const st = lstatSync(this.#path);
+      return st.ino === this.#ino && fstatSync(this.#fd).nlink > 0;
+    } catch {
+      return false;
+    }
+  }
+
+  #beat(): void {
+    if (this.#gone) return;
+    if (!this.#ours()) {
+      this.#fail(`the lease file '${this.#path}' was deleted or taken over`);
+      return;
+    }
+    try {
+      const now = new Date();
+      futimesSync(this.#fd, now, now);
+    } catch (err) {
+      this.#fail(`refreshing the lease on '${this.#path}' failed`, err);
+    }
+  }
+
+  #fail(message: string, cause?: unknown): void {
+    this.#gone = new LockError('ECOMPROMISED', this.#path, message, { cause });
+    clearInterval(this.#timer);
+    this.#lost(this.#gone);
+  }
+
+  async release(): Promise<void> {
+    clearInterval(this.#timer);
+    let error: unknown = this.#gone;
+    try {
+      if (!error && this.#ours()) {
+        const aside = `${this.#path}.released.${this.#token}`;
+        renameSync(this.#path, aside);
+        if (lstatSync(aside).ino !== this.#ino) {
+          // A takeover swapped files between our check and the rename.
+          try {
+            linkSync(aside, this.#path);
+          } catch {
+            // a newcomer exists already
+          }
+          error = new LockError('ECOMPROMISED', this.#path, `the lease on '${this.#path}' was taken over`);
+        }
+        unlinkSync(aside);
+      } else if (!error) {
+        error = new LockError('ECOMPROMISED', this.#path, `the lease file '${this.#path}' was deleted or taken over`);
+      }
+    } catch (err) {
+      error ??= err;
+    } finally {
+      closeSync(this.#fd);
+    }
+    if (error) throw error;
+  }
+}
+
+/** Creates the lease file; null when it exists. */
+function create(path: string, o: Checked, record: string): number | null {
+  const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+  let fd: number;
+  try {
+    fd = openSync(path, flags, o.mode);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return null;
+    if (code === 'ENOENT' && o.parents) {
+      mkdirSync(dirname(path), { recursive: true });
+      return create(path, { ...o, parents: false }, record);
+    }
+    throw err;
+  }
+  try {
+    writeSync(fd, record, 0);
+  } catch (err) {
+    closeSync(fd);
+    unlinkSync(path);
+    throw err;
+  }
+  return fd;
+}
+
+/** Sleeps `ms`, or less when the watcher reports a change; rejects on abort. */
+function nap(ms: number, signal: AbortSignal, wake: { fn?: () => void }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      wake.fn = undefined;
+    };
+    const onAbort = () => {
+      done();
+      reject(signal.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      done();
+      resolve();
+    }, ms);
+    wake.fn = () => {
+      done();
+      resolve();
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Takes the lease on `path`. Without `wait`, a live holder rejects ELOCKED
+ * at once; with it, polls (woken early by fs.watch) until the lease is free
+ * or provably stale, or the signal aborts.
+ */
+export async function acquireLease(
   path: string,
-  _o: Checked,
-  _pid: number,
-  _wait: (() => AbortSignal) | undefined,
-  _lost: (error: LockError) => void,
+  o: Checked,
+  pid: number,
+  wait: (() => AbortSignal) | undefined,
+  lost: (error: LockError) => void,
 ): Promise<Lease> {
-  return Promise.reject(new LockError('ENOTSUP', path, "backend 'lease' is not implemented yet"));
+  const staleAfter = o.staleAfter ?? DEFAULT_STALE_AFTER;
+  const beat = o.heartbeat ?? Math.max(1, Math.floor(staleAfter / 4));
+  const token = randomBytes(16).toString('hex');
+  const record = formatRecord({ backend: 'lease', pid, startTicks: processStartTicks(pid), token, leaseMs: staleAfter });
+  let watcher: FSWatcher | undefined;
+  const wake: { fn?: () => void } = {};
+  try {
+    for (;;) {
+      const fd = create(path, o, record);
+      if (fd !== null) {
+        observations.delete(path);
+        return new HeldLease(path, fd, token, beat, lost);
+      }
+      const seen = inspect(path);
+      if (seen === null) continue; // released between our create and our look
+      if (judge(path, seen, o)) {
+        if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
+        if (takeOver(path, seen.st, token)) continue;
+      }
+      if (!wait) {
+        throw new LockError('ELOCKED', path, `'${path}' is leased by another holder`, { owner: seen.owner ?? undefined });
+      }
+      const signal = wait();
+      signal.throwIfAborted();
+      if (!watcher) {
+        try {
+          watcher = watch(dirname(path), { persistent: false }, (_event, name) => {
+            if (name === null || name === basename(path)) wake.fn?.();
+          });
+          watcher.on('error', () => undefined);
+        } catch {
+          // no inotify (limits, NFS): polling alone
+        }
+      }
+      await nap(o.pollInterval, signal, wake);
+    }
+  } finally {
+    watcher?.close();
+  }
 }
