@@ -19,11 +19,11 @@
  *   state. No wall-clock comparison across hosts, no "EPERM means dead".
  *   The lease length is the observer's `staleAfter` when given, else what the
  *   holder recorded, else the default.
- * - Takeover: `rename(path, path.stale.<token>)` (exactly one of N
- *   concurrent takers wins; the others see ENOENT), re-check that the claimed
- *   file is the very state judged stale, then unlink it and create afresh. If
- *   it is not (the holder refreshed or a newcomer slipped in), it is put back
- *   with `link` (never replacing a file).
+ * - Takeover: claim the judged state with a hard link named after it
+ *   (`link` to one name: exactly one of N concurrent takers wins), check the
+ *   claim is that very state, move the file aside by `rename`, confirm, then
+ *   unlink and create afresh (see `claim`). A taker that judged late and
+ *   links a live file only removes its own extra link.
  * - Release: only while the file at `path` is still ours, rename it aside,
  *   confirm, unlink. Never unlink by path alone.
  *
@@ -128,35 +128,65 @@ function judge(path: string, seen: { st: Stats; owner: LockOwner | null }, o: Ch
 }
 
 /**
- * Claims a stale lease: exactly one of several concurrent takers wins the
- * rename; the winner re-checks that it claimed the state it judged stale.
- * @returns false when what it claimed was not that state (put back)
+ * Claims the lease file judged stale, so that exactly one of several
+ * concurrent takers may remove it, and none can remove a live file.
+ *
+ * The claim is a hard link whose name is derived from the judged state
+ * (`path.claim.<ino>-<mtime>`): takers that judged the same state race for
+ * the same name and only one `link` succeeds. The winner then checks that
+ * what it linked is really the judged state; if the path had already been
+ * replaced by a live file, it only drops its extra link (harmless). The claim
+ * stays until the winner has created its own file, so the stale inode (and
+ * its number) cannot be reused meanwhile.
+ *
+ * @returns the claim path to unlink after our create, or null when the lease
+ * is not ours to break (someone else is breaking it, or it is alive)
  */
-function takeOver(path: string, judged: Stats, token: string): boolean {
-  const claimed = `${path}.stale.${token}`;
+function claim(path: string, judged: Stats, o: Checked, token: string): string | null | 'gone' {
+  const name = `${path}.claim.${judged.ino}-${Math.round(judged.mtimeMs * 1000)}`;
   try {
-    renameSync(path, claimed);
+    linkSync(path, name);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true; // another taker won
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'gone'; // released or broken meanwhile: just retry
+    if (code !== 'EEXIST') throw err;
+    // Another taker is breaking it, or crashed while doing so: its claim is
+    // abandoned once it stayed unchanged for a lease length on our clock.
+    try {
+      const st = lstatSync(name);
+      if (judge(`\0claim\0${name}`, { st, owner: null }, o)) unlinkSync(name);
+    } catch {
+      // gone already
+    }
+    return null;
+  }
+  if (stateKey(lstatSync(name)) !== stateKey(judged)) {
+    unlinkSync(name); // we linked a live file: removing our extra name leaves it intact
+    return null;
+  }
+  // Ours to break. Move it aside rather than unlink by path, and confirm.
+  const aside = `${path}.broken.${token}`;
+  try {
+    renameSync(path, aside);
+  } catch (err) {
+    unlinkSync(name);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';
     throw err;
   }
-  let same = false;
-  try {
-    same = stateKey(lstatSync(claimed)) === stateKey(judged);
-  } finally {
-    if (!same) {
-      // Not what we judged (refreshed, or a newcomer's file): put it back,
-      // never over a file someone created meanwhile.
-      try {
-        linkSync(claimed, path);
-      } catch {
-        // EEXIST: a newcomer won; the displaced holder sees it on its next beat
-      }
+  if (lstatSync(aside).ino !== judged.ino) {
+    // Its holder resumed and released, and a newcomer slipped in: put it back.
+    try {
+      linkSync(aside, path);
+    } catch {
+      // a third file exists; the displaced holder learns on its next beat
     }
-    unlinkSync(claimed);
+    unlinkSync(aside);
+    unlinkSync(name);
+    return null;
   }
+  unlinkSync(aside);
   observations.delete(path);
-  return same;
+  return name;
 }
 
 class HeldLease implements Lease {
@@ -305,33 +335,45 @@ export async function acquireLease(
   const wake: { fn?: () => void } = {};
   try {
     for (;;) {
-      const fd = create(path, o, record);
-      if (fd !== null) {
-        observations.delete(path);
-        return new HeldLease(path, fd, token, beat, lost);
-      }
-      const seen = inspect(path);
-      if (seen === null) continue; // released between our create and our look
-      if (judge(path, seen, o)) {
-        if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
-        if (takeOver(path, seen.st, token)) continue;
-      }
-      if (!wait) {
-        throw new LockError('ELOCKED', path, `'${path}' is leased by another holder`, { owner: seen.owner ?? undefined });
-      }
-      const signal = wait();
-      signal.throwIfAborted();
-      if (!watcher) {
-        try {
-          watcher = watch(dirname(path), { persistent: false }, (_event, name) => {
-            if (name === null || name === basename(path)) wake.fn?.();
-          });
-          watcher.on('error', () => undefined);
-        } catch {
-          // no inotify (limits, NFS): polling alone
+      let fd = create(path, o, record);
+      if (fd === null) {
+        const seen = inspect(path);
+        if (seen === null) continue; // released between our create and our look
+        if (judge(path, seen, o)) {
+          if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
+          const claimed = claim(path, seen.st, o, token);
+          if (claimed === 'gone') continue;
+          if (claimed !== null) {
+            try {
+              fd = create(path, o, record);
+            } finally {
+              unlinkSync(claimed);
+            }
+            if (fd === null) continue; // a newcomer was faster: judge it
+          }
+        }
+        if (fd === null) {
+          if (!wait) {
+            throw new LockError('ELOCKED', path, `'${path}' is leased by another holder`, { owner: seen.owner ?? undefined });
+          }
+          const signal = wait();
+          signal.throwIfAborted();
+          if (!watcher) {
+            try {
+              watcher = watch(dirname(path), { persistent: false }, (_event, name) => {
+                if (name === null || name === basename(path)) wake.fn?.();
+              });
+              watcher.on('error', () => undefined);
+            } catch {
+              // no inotify (limits, NFS): polling alone
+            }
+          }
+          await nap(o.pollInterval, signal, wake);
+          continue;
         }
       }
-      await nap(o.pollInterval, signal, wake);
+      observations.delete(path);
+      return new HeldLease(path, fd, token, beat, lost);
     }
   } finally {
     watcher?.close();
