@@ -17,6 +17,7 @@
 import { open } from 'node:fs/promises';
 import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
+import { addon, LockType } from './platform/native.js';
 
 /** The holder of a lock, as its lock file records it. */
 export interface LockOwner {
@@ -42,6 +43,13 @@ export interface LockOwner {
   pidNs?: string | undefined;
   /** The owner process's start time in clock ticks since boot (Linux). */
   startTicks?: number | undefined;
+  /**
+   * Whether the lock is held right now, where the kernel can tell: for a
+   * kernel lock file, `false` means the record is a previous holder's (the
+   * kernel keeps no lock on the file). `undefined` for lease files, whose
+   * existence is the claim.
+   */
+  held?: boolean | undefined;
 }
 
 function readOr(read: () => string): string | undefined {
@@ -164,7 +172,8 @@ export function parseRecord(text: string, mtimeMs?: number): LockOwner | null {
  * closing another descriptor).
  *
  * @param path - the lock file
- * @returns the owner, or `null` when the file is missing or names no one
+ * @returns the owner, or `null` when the file is missing or names no one. For
+ * kernel lock files `held` says whether the kernel sees a lock right now.
  * @throws `TypeError` for a bad `path`; OS errors other than `ENOENT` (such as
  * `EACCES`, `ELOOP`) reject with their `code` and `path`.
  *
@@ -190,7 +199,15 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
     if (!st.isFile()) return null;
     const buf = Buffer.alloc(4096);
     const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-    return parseRecord(buf.toString('utf8', 0, bytesRead), st.mtimeMs);
+    const owner = parseRecord(buf.toString('utf8', 0, bytesRead), st.mtimeMs);
+    if (!addon || owner?.backend === 'lease') return owner;
+    // Ask the kernel whether anyone holds it; a classic POSIX holder (podman,
+    // python's lockf) writes no record of ours, but the kernel names its pid.
+    const pid = addon.getlk(handle.fd, LockType.Exclusive);
+    if (pid < -1) return owner;
+    if (pid === 0) return owner ? { ...owner, held: false } : null;
+    if (pid > 0 && owner?.pid !== pid) return { pid, held: true };
+    return { ...owner, held: true };
   } finally {
     await handle.close();
   }
