@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { LockError } from './errors.js';
 import { isProcessAlive } from './owner.js';
 import { addon } from './platform/native.js';
-import { acquireKernel, createKernel, releaseKernel, writeRecord } from './internal/kernel.js';
+import { acquireKernel, createKernel, releaseKernel, selfPid, writeRecord } from './internal/kernel.js';
 import { acquireLease, type Lease } from './internal/lease.js';
 import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
 import { abortable, enqueue, WaitScope } from './internal/wait.js';
@@ -148,7 +148,7 @@ function checkPid(o: Checked, path: string): number {
   if (o.child && (o.pid === undefined || o.child.exitCode !== null || o.child.signalCode !== null)) {
     throw new LockError('ESRCH', path, 'the child process given as `pid` is not running');
   }
-  if (o.pid === undefined) return process.pid;
+  if (o.pid === undefined) return selfPid;
   if (!isProcessAlive(o.pid)) throw new LockError('ESRCH', path, `process ${o.pid} given as \`pid\` is not running`);
   return o.pid;
 }

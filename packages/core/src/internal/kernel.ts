@@ -55,10 +55,13 @@ export function ownerOf(fd: number, type: LockType): LockOwner | undefined {
   return owner ?? undefined;
 }
 
+/** process.pid is a getpid(2) call per read; a process keeps its pid. */
+export const selfPid = process.pid;
+
 let selfPrefix: string | undefined;
 /** The owner record; our own is templated once, only the timestamp changes. */
 export function kernelRecord(pid: number): Buffer {
-  if (pid === process.pid) {
+  if (pid === selfPid) {
     selfPrefix ??= formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }).replace(
       /,"createdAt":\d+/,
       '',
@@ -180,7 +183,7 @@ export function createKernel(
     const hidden = join(dir, `.xlock-${hiddenBase}-${(hiddenSeq++).toString(36)}.tmp`);
     const fd = a.open(hidden, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
     if (fd === E.EEXIST) continue;
-    if (fd < 0) throw osError(fd, 'open', hidden);
+    if (fd < 0) throw osError(fd, 'open', dir);
     let published = false;
     let ours = true; // false once a sweeper holds the hidden file: it deletes it
     try {
@@ -190,11 +193,15 @@ export function createKernel(
         continue;
       }
       if (r < 0) throw osError(r, 'fcntl', hidden);
-      writeRecord(fd, process.pid);
+      writeRecord(fd, selfPid);
       const p = a.renameNoReplace(hidden, last);
       if (p === 0) {
         published = true;
         return { fd, path: last };
+      }
+      if (p === E.ENOENT) {
+        ours = false; // a sweeper locked the hidden file before us and deleted it
+        continue;
       }
       if (p !== E.EEXIST) throw osError(p, 'rename', last);
     } finally {
