@@ -7,6 +7,11 @@
 export interface TestHooks {
   /** After the lock file is opened, before the lock is requested. */
   afterOpen?: ((path: string) => void | Promise<void>) | undefined;
+  /**
+   * createLocked: after the hidden file is created, before it is locked
+   * (synchronous: the creation path never yields).
+   */
+  afterCreate?: ((hidden: string) => void) | undefined;
   /** Lease: after a lease was judged stale, before it is claimed by rename. */
   beforeTakeover?: ((path: string) => void | Promise<void>) | undefined;
 }

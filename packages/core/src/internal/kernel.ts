@@ -187,12 +187,22 @@ export function createKernel(
     let published = false;
     let ours = true; // false once a sweeper holds the hidden file: it deletes it
     try {
+      hooks.afterCreate?.(hidden);
       const r = a.setlk(fd, LockType.Exclusive);
       if (r === E.EAGAIN) {
         ours = false;
         continue;
       }
       if (r < 0) throw osError(r, 'fcntl', hidden);
+      // A sweeper may have locked, deleted and released our file before our
+      // lock, and another created a new file under the same hidden name:
+      // renaming that one would publish a file we do not hold.
+      const v = a.verify(fd, hidden);
+      if (v < 0) throw osError(v, 'fstat', hidden);
+      if (v !== 0) {
+        ours = false;
+        continue;
+      }
       writeRecord(fd, selfPid);
       const p = a.renameNoReplace(hidden, last);
       if (p === 0) {
