@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'vitest';
-import { isLockError, lock, readOwner, tryLock, type FileLock } from '@x/core';
+import { isLockError, isProcessAlive, lock, readOwner, tryLock, type FileLock } from '@x/core';
 import { hooks } from '@x/core/testing';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
@@ -43,6 +43,35 @@ describe('lease backend', () => {
     expect((await readOwner(p))?.pid).toBe(process.pid);
     await held.release();
     expect(readdirSync(d.path)).toEqual([]);
+  });
+
+  test('a SIGKILLed holder that its parent never reaped (a zombie) is taken over at once', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const parent = start('python3', [fixture('zombie-parent.py'), process.execPath, fixture('lease-holder.mjs'), p]);
+    const line = await parent.line();
+    expect(line).toMatch(/^zombie \d+$/);
+    const pid = Number(line.split(' ')[1]);
+    expect(isProcessAlive(pid)).toBe(true); // kill(pid, 0) still succeeds on a zombie
+    expect((await readOwner(p))?.pid).toBe(pid);
+    const held = await tryLock(p, { backend: 'lease' });
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    await held.release();
+    parent.proc.stdin!.end();
+    expect(await parent.finish()).toBe(0);
+  });
+
+  test('a waiter gets the lease of a holder SIGKILLed while it waits well before its next poll', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const holder = await leaseHolder(p);
+    const waiting = lock(p, { backend: 'lease', pollInterval: 60_000, timeout: 20_000 });
+    await new Promise((r) => setTimeout(r, 20)); // let the waiter start its nap
+    holder.proc.kill('SIGKILL');
+    const held = await waiting; // a 60 s poll would time out: the pid probe wakes it
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    await held.release();
+    await holder.reap();
   });
 
   test('a live, heartbeating holder is never taken, however old its record says it is', async () => {

@@ -60,16 +60,29 @@ function readOr(read: () => string): string | undefined {
   }
 }
 
-/** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat). */
-let selfTicks: number | undefined;
-export function processStartTicks(pid: number): number | undefined {
-  if (pid === process.pid && selfTicks !== undefined) return selfTicks;
+/** What /proc/<pid>/stat says of a process: its state letter and start time. */
+export interface ProcStat {
+  /** `R`, `S`, `D`, `T`, `Z` (zombie), `X` (dead)... */
+  readonly state: string;
+  /** Start time in clock ticks since boot (field 22). */
+  readonly startTicks: number | undefined;
+}
+
+/** @returns the process's state and start time, or undefined when /proc has no such process. */
+export function procStat(pid: number): ProcStat | undefined {
   const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'));
   if (!stat) return undefined;
   // comm (field 2) may contain spaces and parentheses: split after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[19]);
-  if (!Number.isSafeInteger(ticks)) return undefined;
+  return { state: fields[0] ?? '', startTicks: Number.isSafeInteger(ticks) ? ticks : undefined };
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat). */
+let selfTicks: number | undefined;
+export function processStartTicks(pid: number): number | undefined {
+  if (pid === process.pid && selfTicks !== undefined) return selfTicks;
+  const ticks = procStat(pid)?.startTicks;
   if (pid === process.pid) selfTicks = ticks;
   return ticks;
 }

@@ -13,7 +13,9 @@
  *   (deleted, replaced, taken over) aborts the handle's signal and calls
  *   `onCompromised`; nothing is ever thrown from the timer.
  * - Stale only on proof: (a) the record says same host, same boot, same pid
- *   namespace, and the pid is dead (ESRCH) or its start time differs; or (b)
+ *   namespace, and the pid is dead (ESRCH), a zombie (it can never renew
+ *   its lease again, whether or not its parent reaps it), or its start time
+ *   differs; or (b)
  *   the file (inode, size, mtime) stayed unchanged for the lease length
  *   measured on the *observer's own monotonic clock* since it first saw that
  *   state. No wall-clock comparison across hosts, no "EPERM means dead".
@@ -30,7 +32,10 @@
  * Calls are synchronous: each is a short metadata operation, and a
  * threadpool hop would cost more than the operation. Waits poll every
  * `pollInterval` ms, woken early by `fs.watch` on the directory when the
- * file changes locally (inotify does not see other NFS clients' changes).
+ * file changes locally (inotify does not see other NFS clients' changes),
+ * and, while the holder is a process of this host, by a `kill(pid, 0)` probe
+ * every few ms: a SIGKILLed holder changes nothing on disk, and its lease
+ * comes back within milliseconds instead of a poll interval.
  */
 import {
   closeSync,
@@ -52,7 +57,7 @@ import {
 import { randomBytes } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { LockError } from '../errors.js';
-import { formatRecord, parseRecord, processStartTicks, selfIdentity, type LockOwner } from '../owner.js';
+import { formatRecord, parseRecord, processStartTicks, procStat, selfIdentity, type LockOwner } from '../owner.js';
 import { hooks } from './hooks.js';
 import type { Checked } from './options.js';
 
@@ -93,20 +98,30 @@ function inspect(path: string): { st: Stats; owner: LockOwner | null } | null {
   }
 }
 
+/** The recorded owner's pid when it is a process of this host, boot and pid namespace. */
+function localPid(owner: LockOwner | null): number | undefined {
+  if (!owner?.pid) return undefined;
+  const me = selfIdentity();
+  if (owner.hostname !== me.hostname || !owner.bootId || owner.bootId !== me.bootId) return undefined;
+  if (!owner.pidNs || owner.pidNs !== me.pidNs) return undefined;
+  return owner.pid;
+}
+
 /** Proof that the recorded owner cannot be holding the lease any more. */
 function provablyDead(owner: LockOwner | null): boolean {
-  if (!owner?.pid) return false;
-  const me = selfIdentity();
-  if (owner.hostname !== me.hostname || !owner.bootId || owner.bootId !== me.bootId) return false;
-  if (!owner.pidNs || owner.pidNs !== me.pidNs) return false;
+  const pid = localPid(owner);
+  if (pid === undefined) return false;
   try {
-    process.kill(owner.pid, 0);
+    process.kill(pid, 0);
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
-  // Alive (or EPERM): only a different start time proves the pid was reused.
-  const ticks = processStartTicks(owner.pid);
-  return owner.startTicks !== undefined && ticks !== undefined && ticks !== owner.startTicks;
+  // Alive (or EPERM). A zombie can never renew its lease; a different start
+  // time proves the pid was reused.
+  const stat = procStat(pid);
+  if (stat === undefined) return false;
+  if (stat.state === 'Z' || stat.state === 'X') return true;
+  return owner!.startTicks !== undefined && stat.startTicks !== undefined && stat.startTicks !== owner!.startTicks;
 }
 
 /**
@@ -291,11 +306,20 @@ function create(path: string, o: Checked, record: string): number | null {
   return fd;
 }
 
-/** Sleeps `ms`, or less when the watcher reports a change; rejects on abort. */
-function nap(ms: number, signal: AbortSignal, wake: { fn?: () => void }): Promise<void> {
+/** How often a waiter checks that a local holder's pid still exists (one kill(pid, 0)). */
+const DEATH_PROBE_MS = 3;
+
+/**
+ * Sleeps `ms`, or less when the watcher reports a change or, with `pid`, as
+ * soon as that process is gone (a SIGKILLed holder changes nothing on disk,
+ * so neither the watcher nor a long poll would notice it soon); rejects on
+ * abort.
+ */
+function nap(ms: number, signal: AbortSignal, wake: { fn?: () => void }, pid: number | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = () => {
       clearTimeout(timer);
+      if (probe) clearInterval(probe);
       signal.removeEventListener('abort', onAbort);
       wake.fn = undefined;
     };
@@ -307,6 +331,16 @@ function nap(ms: number, signal: AbortSignal, wake: { fn?: () => void }): Promis
       done();
       resolve();
     }, ms);
+    const probe =
+      pid === undefined || ms <= DEATH_PROBE_MS
+        ? undefined
+        : setInterval(() => {
+            try {
+              process.kill(pid, 0);
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === 'ESRCH') wake.fn?.();
+            }
+          }, DEATH_PROBE_MS);
     wake.fn = () => {
       done();
       resolve();
@@ -368,7 +402,7 @@ export async function acquireLease(
               // no inotify (limits, NFS): polling alone
             }
           }
-          await nap(o.pollInterval, signal, wake);
+          await nap(o.pollInterval, signal, wake, localPid(seen.owner));
           continue;
         }
       }
