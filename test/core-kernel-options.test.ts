@@ -206,6 +206,38 @@ describe('parents option', () => {
   });
 });
 
+describe('create option', () => {
+  test('false takes an existing file, and rejects ENOENT for a missing one without creating it', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    expect(await osErrorOf(tryLock(p, { ...kernel, create: false }))).toMatchObject({ code: 'ENOENT', path: p });
+    expect(await readdir(d.path)).toEqual([]);
+    await writeFile(p, '');
+    const held = await tryLock(p, { ...kernel, create: false });
+    expect(await pyTry(p)).toBe('busy');
+    await held.release();
+    expect(await exists(p)).toBe(true);
+  });
+
+  test('false with a file deleted while we wait rejects ENOENT instead of creating it again', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const first = await tryLock(p, { ...kernel, removeOnRelease: true });
+    const waiting = osErrorOf(lock(p, { ...kernel, create: false, timeout: 10_000 }));
+    await first.release(); // deletes the file while the waiter holds a descriptor of it
+    expect(await waiting).toMatchObject({ code: 'ENOENT', path: p });
+    expect(await readdir(d.path)).toEqual([]);
+  });
+
+  test('false is refused by the lease backend (ENOTSUP); a non-boolean is a TypeError', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    expect((await lockErrorOf(tryLock(p, { backend: 'lease', create: false }))).code).toBe('ENOTSUP');
+    await expect(tryLock(p, { create: 'no' as never })).rejects.toThrow(/`create`/);
+    expect(await readdir(d.path)).toEqual([]);
+  });
+});
+
 describe('symlinks (SPEC 3.3 item 5)', () => {
   test('a dangling symlink at the lock path is refused (ELOOP) and its target not created', async () => {
     await using d = await tempDir();

@@ -161,6 +161,7 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
   }
   const backend = chooseBackend(abs, o);
   if (o.shared && backend === 'lease') throw new LockError('ENOTSUP', abs, 'shared locks need the kernel backend');
+  if (!o.create && backend === 'lease') throw new LockError('ENOTSUP', abs, '`create: false` needs the kernel backend');
   const pid = checkPid(o, abs);
   o.signal?.throwIfAborted();
   const scope = wait ? new WaitScope(o, abs) : undefined;

@@ -75,16 +75,16 @@
  *                    this one included, or by a classic POSIX fcntl holder
  *                    such as podman or Python's lockf) means live: left
  *                    alone. Taken: remove `<id>`, then the lock file. The
- *                    lock is taken through a hidden hard link to the file
- *                    (`.xlock-take-*.tmp`), never by opening `lock-<id>`
- *                    with O_CREAT: if its owner finishes in that instant the
- *                    link fails (ENOENT) and the sweep creates nothing, so
- *                    it never mistakes a finished entry for an abandoned one.
+ *                    lock is taken with `create: false`, never by opening
+ *                    `lock-<id>` with O_CREAT: if its owner finishes in that
+ *                    instant the open (or the inode check after locking)
+ *                    fails with ENOENT and the sweep creates nothing, so it
+ *                    never mistakes a finished entry for an abandoned one.
  *     <id>           if `lock-<id>` exists, its own entry decides; if not,
  *                    `tryLockPath(lock-<id>)` creates it (so concurrent
  *                    sweepers exclude each other), then as above.
  *     .xlock-*.tmp   an in-flight lock file (being published by
- *                    createAndLock, probed, or taken by a sweep): deleted
+ *                    createAndLock): deleted
  *                    when nobody holds it, never counted as an entry.
  *     other names    starting with `.`, or `lock-` with an empty or dot id:
  *                    ignored.
@@ -96,17 +96,16 @@
  *   Every path deleted is `<root>/<name>/...` with `<name>` read from the
  *   root. Errors are collected per entry; the sweep never stops at the
  *   first. A dry run deletes nothing and creates no lock file: it probes each
- *   lock through a hidden hard link with a shared lock (see
+ *   lock with a shared lock taken with `create: false` (see
  *   `internal/probe.ts`).
  *
  *   The root is 0o700: only its owner can swap a directory for a symlink
  *   between a sweep's `lstat` and its `opendir`, and that owner can delete
  *   the files anyway.
  */
-import { isLockError, LockError, type LockOwner } from '@x/core';
+import { isLockError, LockError, tryLock, type FileLock, type LockOwner } from '@x/core';
 import { remove } from 'fs-extra/esm';
-import { randomBytes } from 'node:crypto';
-import { linkSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { lstat, mkdir, opendir, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createAndLock, tryLockPath, type StagingLockFile } from './lockfile.js';
@@ -116,18 +115,6 @@ import { probeLock } from './internal/probe.js';
 const LOCK_PREFIX = 'lock-';
 /** Fresh ids `create()` draws when `<id>` is taken by garbage. */
 const CREATE_ATTEMPTS = 100;
-/** Hidden hard links through which a sweep takes a lock file (see `#take`). */
-const TAKE_PREFIX = '.xlock-take-';
-const takeBase = `${process.pid.toString(36)}-${randomBytes(4).toString('hex')}`;
-let takeSeq = 0;
-
-function unlinkQuietSync(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch {
-    // already gone
-  }
-}
 
 /** Options of {@link StagingArea.open}. */
 export interface StagingAreaOptions {
@@ -707,58 +694,36 @@ export class StagingArea {
     }
     const path = join(this.root, k.id);
     const lockPath = join(this.root, LOCK_PREFIX + k.id);
-    if (k.kind === 'dir') {
-      if (!lstatQuiet(path)) return skip; // finished meanwhile
-      if (lstatQuiet(lockPath)) return skip; // its lock file's own entry decides
-    }
+    // A directory with its lock file: the lock file's own entry decides. (One
+    // without is checked again once its lock is held: it may have finished.)
+    if (k.kind === 'dir' && lstatQuiet(lockPath)) return skip;
     if (dryRun) return this.#wouldReclaim(lockPath, path, dev, slicer);
     return k.kind === 'lock' ? this.#reclaim(lockPath, path, dev, slicer) : this.#reclaimOrphan(lockPath, path, dev, slicer);
   }
 
   /**
    * Takes the existing lock file `lockPath` without ever creating a file at
-   * that path: `tryLockPath` opens with `O_CREAT`, so taking a lock file that
-   * its owner deletes in that instant would create a new one, and the sweep
-   * could not tell an abandoned entry from one that just finished (inode
-   * numbers are reused at once). So the inode is taken through a hidden hard
-   * link, and held only if `lockPath` still names it.
+   * that path (`create: false`): if its owner deletes it in that instant,
+   * the open or the inode check fails with ENOENT and the sweep creates
+   * nothing, so it never mistakes an entry that just finished for an
+   * abandoned one (inode numbers are reused at once).
    *
-   * @returns the held lock (on the hidden name), `'live'` when it is held,
-   * `'gone'` when the entry finished meanwhile (or was never there)
+   * @returns the held lock, `'live'` when it is held, `'gone'` when the
+   * entry finished meanwhile (or was never there)
    */
-  async #take(lockPath: string): Promise<StagingLockFile | 'live' | 'gone'> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const hidden = join(this.root, `${TAKE_PREFIX}${takeBase}-${(takeSeq++).toString(36)}.tmp`);
-      try {
-        linkSync(lockPath, hidden);
-      } catch (err) {
-        const code = errnoOf(err);
-        if (code === 'ENOENT') return 'gone';
-        if (code === 'EEXIST') continue;
-        throw err;
-      }
-      let lock: StagingLockFile;
-      try {
-        lock = await tryLockPath(hidden);
-      } catch (err) {
-        unlinkQuietSync(hidden);
-        if (isLockError(err, 'ELOCKED')) return 'live';
-        throw err;
-      }
-      const named = lstatQuiet(lockPath);
-      const ours = lstatQuiet(hidden);
-      if (named && ours && named.ino === ours.ino && named.dev === ours.dev) return lock;
-      await lock.unlockAndDelete();
-      // Its owner deleted it before we locked it: finished. Or a sweep
-      // deleted our free hidden link first: try again.
-      if (!named) return 'gone';
+  async #take(lockPath: string): Promise<FileLock | 'live' | 'gone'> {
+    try {
+      return await tryLock(lockPath, { backend: 'kernel', create: false });
+    } catch (err) {
+      if (isLockError(err, 'ELOCKED')) return 'live';
+      if (errnoOf(err) === 'ENOENT') return 'gone';
+      throw err;
     }
-    return 'gone';
   }
 
   /** Reclaims the entry of an existing lock file: `lock-<id>` free means its writer is gone. */
   async #reclaim(lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
-    let lock: StagingLockFile | 'live' | 'gone';
+    let lock: FileLock | 'live' | 'gone';
     try {
       lock = await this.#take(lockPath);
     } catch (err) {
@@ -769,7 +734,8 @@ export class StagingArea {
     let outcome: Outcome;
     try {
       const bytes = await removeTree(path, dev, slicer);
-      // We hold the inode; only a holder deletes a lock file, so the name is still ours.
+      // We hold the inode, which was at `lockPath` when we locked it; only a
+      // holder deletes a lock file, so the name is still ours.
       unlinkSync(lockPath);
       outcome = { kind: 'removed', bytes };
     } catch (err) {
@@ -777,7 +743,7 @@ export class StagingArea {
       outcome = { kind: 'error', path, error: asError(err) };
     }
     try {
-      await lock.unlockAndDelete();
+      await lock.release();
     } catch (err) {
       if (outcome.kind !== 'error') outcome = { kind: 'error', path: lockPath, error: asError(err) };
     }
@@ -814,10 +780,9 @@ export class StagingArea {
 
   /** Deletes a stray hidden lock file if nobody holds it. Errors are ignored: it is not an entry. */
   async #reclaimHidden(path: string): Promise<void> {
-    if (!lstatQuiet(path)?.isFile()) return;
     try {
-      const lock = await tryLockPath(path);
-      await lock.unlockAndDelete();
+      const lock = await tryLock(path, { backend: 'kernel', create: false, removeOnRelease: true });
+      await lock.release();
     } catch {
       // held (being published or taken), or gone: not ours to report
     }

@@ -22,11 +22,11 @@ function native(path: string): NativeAddon {
 }
 
 /** Opens (creating if needed) the lock file; never follows a symlink. */
-export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents' | 'mode'>, extraFlags = 0): number {
+export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents' | 'create' | 'mode'>, extraFlags = 0): number {
   const a = native(path);
-  const flags = (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | fsc.O_CREAT | fsc.O_NOFOLLOW | extraFlags;
+  const flags = (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | (o.create ? fsc.O_CREAT : 0) | fsc.O_NOFOLLOW | extraFlags;
   let fd = a.open(path, flags, o.mode);
-  if (fd === E.ENOENT && o.parents) {
+  if (fd === E.ENOENT && o.parents && o.create) {
     mkdirSync(dirname(path), { recursive: true });
     fd = a.open(path, flags, o.mode);
   }

@@ -14,6 +14,14 @@ export interface LockOptions {
   shared?: boolean;
   /** Create missing parent directories of the lock file. @defaultValue `false` */
   parents?: boolean;
+  /**
+   * Create the lock file when it is missing. With `false`, a missing file
+   * (or one deleted while we lock it) rejects `ENOENT` and nothing is
+   * created: for taking an existing lock file, as a recovery sweep does,
+   * without ever mistaking a just-finished owner's file for an abandoned
+   * one. Kernel only. @defaultValue `true`
+   */
+  create?: boolean;
   /** Permission bits of a lock file we create (the umask applies). @defaultValue `0o644` */
   mode?: number;
   /**
@@ -23,9 +31,9 @@ export interface LockOptions {
    * own file.
    */
   removeOnRelease?: boolean;
-  /** Lease: how long an unrefreshed lease lasts before others may take it, in ms. @defaultValue `30000` */
+  /** Lease: how long an unrefreshed lease lasts before others may take it, in ms. @defaultValue `10000` */
   staleAfter?: number;
-  /** Lease: how often the holder refreshes its lease, in ms. @defaultValue `staleAfter / 3` */
+  /** Lease: how often the holder refreshes its lease, in ms. @defaultValue `staleAfter / 4` */
   heartbeat?: number;
   /** Lease: called once when the lock is lost (taken over, deleted or replaced). Never thrown from a timer. */
   onCompromised?: (error: LockError) => void;
@@ -44,7 +52,7 @@ export interface LockOptions {
 }
 
 const keys = new Set([
-  'backend', 'shared', 'parents', 'mode', 'removeOnRelease', 'staleAfter', 'heartbeat',
+  'backend', 'shared', 'parents', 'create', 'mode', 'removeOnRelease', 'staleAfter', 'heartbeat',
   'onCompromised', 'timeout', 'signal', 'pollInterval', 'pid',
 ]);
 
@@ -95,6 +103,7 @@ export interface Checked {
   backend: 'auto' | 'kernel' | 'lease';
   shared: boolean;
   parents: boolean;
+  create: boolean;
   mode: number;
   removeOnRelease: boolean | undefined;
   staleAfter: number | undefined;
@@ -111,6 +120,7 @@ const defaults: Checked = Object.freeze({
   backend: 'auto',
   shared: false,
   parents: false,
+  create: true,
   mode: 0o644,
   removeOnRelease: undefined,
   staleAfter: undefined,
@@ -164,6 +174,7 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
     backend,
     shared: bool(o, 'shared') ?? false,
     parents: bool(o, 'parents') ?? false,
+    create: bool(o, 'create') ?? true,
     mode,
     removeOnRelease: bool(o, 'removeOnRelease'),
     staleAfter,
