@@ -112,7 +112,7 @@ describe('lease backend', () => {
       holder.proc.kill('SIGCONT');
     }
     const lines = [await holder.line(), await holder.line()].sort();
-    expect(lines).toEqual(['aborted ECOMPROMISED', 'compromised ECOMPROMISED']);
+    expect(lines).toEqual(['aborted ECOMPROMISED held=false', 'compromised ECOMPROMISED']);
     expect(await holder.finish()).toBe(0);
     // Its release reported the loss and did not touch our file.
     expect((await readOwner(p))?.pid).toBe(process.pid);

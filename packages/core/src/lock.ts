@@ -39,6 +39,7 @@ export class FileLock {
   /** The backend that holds the lock. */
   readonly backend: 'kernel' | 'lease';
   #holding: Holding | null;
+  #lost = false;
   #controller: AbortController | undefined;
   #releasing: Promise<void> | undefined;
   #onCompromised: ((error: LockError) => void) | undefined;
@@ -68,9 +69,12 @@ export class FileLock {
     return this.#controller.signal;
   }
 
-  /** Whether the lock is still held by this handle. */
+  /**
+   * Whether the lock is still held by this handle: false once released, and
+   * once lost (a lease taken over, deleted or replaced; `signal` says why).
+   */
   get held(): boolean {
-    return this.#holding !== null;
+    return this.#holding !== null && !this.#lost;
   }
 
   #releasedError(): LockError {
@@ -100,7 +104,8 @@ export class FileLock {
 
   /** @internal The lease backend reports a lost lock here; never throws. */
   lost(error: LockError): void {
-    if (!this.#holding) return;
+    if (!this.#holding || this.#lost) return;
+    this.#lost = true;
     this.#controller ??= new AbortController();
     this.#controller.abort(error);
     try {
