@@ -45,6 +45,16 @@ describe('lease backend', () => {
     expect(readdirSync(d.path)).toEqual([]);
   });
 
+  test("readOwner's held: true while the lease holder lives, false once it is SIGKILLed", async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const holder = await leaseHolder(p);
+    expect(await readOwner(p)).toMatchObject({ backend: 'lease', pid: holder.proc.pid, held: true });
+    holder.proc.kill('SIGKILL');
+    await holder.reap();
+    expect(await readOwner(p)).toMatchObject({ backend: 'lease', pid: holder.proc.pid, held: false });
+  });
+
   test('a SIGKILLed holder that its parent never reaped (a zombie) is taken over at once', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');

@@ -44,10 +44,11 @@ export interface LockOwner {
   /** The owner process's start time in clock ticks since boot (Linux). */
   startTicks?: number | undefined;
   /**
-   * Whether the lock is held right now, where the kernel can tell: for a
-   * kernel lock file, `false` means the record is a previous holder's (the
-   * kernel keeps no lock on the file). `undefined` for lease files, whose
-   * existence is the claim.
+   * Whether the lock is held right now. Kernel lock files: what the kernel
+   * says (`false` means the record is a previous holder's). Lease files: an
+   * estimate, `false` when the recorded process is not running on this host
+   * or the last heartbeat (the file's mtime) is older than the lease; a
+   * taker decides on stronger rules (see the lease backend).
    */
   held?: boolean | undefined;
 }
@@ -186,7 +187,7 @@ export function parseRecord(text: string, mtimeMs?: number): LockOwner | null {
  *
  * @param path - the lock file
  * @returns the owner, or `null` when the file is missing or names no one. For
- * kernel lock files `held` says whether the kernel sees a lock right now.
+ * `held` says whether it is held right now (see {@link LockOwner.held}).
  * @throws `TypeError` for a bad `path`; OS errors other than `ENOENT` (such as
  * `EACCES`, `ELOOP`) reject with their `code` and `path`.
  *
@@ -213,7 +214,12 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
     const buf = Buffer.alloc(4096);
     const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
     const owner = parseRecord(buf.toString('utf8', 0, bytesRead), st.mtimeMs);
-    if (!addon || owner?.backend === 'lease') return owner;
+    if (owner?.backend === 'lease') {
+      const expired = owner.leaseMs !== undefined && owner.age !== undefined && owner.age > owner.leaseMs;
+      const alive = owner.pid === undefined || isProcessAlive(owner.pid, owner.hostname);
+      return { ...owner, held: alive && !expired };
+    }
+    if (!addon) return owner;
     // Ask the kernel whether anyone holds it; a classic POSIX holder (podman,
     // python's lockf) writes no record of ours, but the kernel names its pid.
     const pid = addon.getlk(handle.fd, LockType.Exclusive);
