@@ -1,0 +1,53 @@
+// Hand-off child (metric 3): node handoff.mjs <method> <path>
+//
+// Line protocol on stdin (one command at a time):
+//   hold         take the lock (it is free) -> "held"
+//   wait         -> "waiting", then blocks in the method's waiting acquire ->
+//                   "acq <hrtime ns> <wait wall ns> <wait cpu µs>"
+//   release <ms> sleep <ms>, note the time, release -> "rel <hrtime ns>"
+// Times are process.hrtime.bigint(): CLOCK_MONOTONIC, comparable across
+// processes. Methods: see lib/peers.mjs `waiting` (ours, fsnx, plf).
+import { createInterface } from 'node:readline';
+import { waiting } from '../lib/peers.mjs';
+
+const [method, path] = process.argv.slice(2);
+const acquire = waiting[method];
+if (!acquire) throw new Error(`unknown method ${method}`);
+let release;
+const out = (line) => process.stdout.write(`${line}\n`);
+
+const commands = {
+  async hold() {
+    release = await acquire(path);
+    out('held');
+  },
+  async wait() {
+    out('waiting');
+    const cpu0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    release = await acquire(path);
+    const t1 = process.hrtime.bigint();
+    const cpu = process.cpuUsage(cpu0);
+    out(`acq ${t1} ${t1 - t0} ${cpu.user + cpu.system}`);
+  },
+  async release(ms) {
+    await new Promise((r) => setTimeout(r, Number(ms)));
+    const t = process.hrtime.bigint();
+    const r = release;
+    release = undefined;
+    await r();
+    out(`rel ${t}`);
+  },
+};
+
+// Commands run one after another, in arrival order.
+let chain = Promise.resolve();
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const [cmd, ...args] = line.split(' ');
+  chain = chain.then(() => commands[cmd](...args));
+  chain.catch((err) => {
+    console.error(err);
+    process.exit(3);
+  });
+});
+process.stdin.on('end', () => chain.then(() => release?.()).then(() => process.exit(0)));
