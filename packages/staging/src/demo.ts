@@ -131,15 +131,15 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     say(`  holder   pid ${holder.proc.pid} holds entry ${held.id} (live for the whole run)`);
 
     // 2. A victim is SIGKILLed while writing into its entry.
-    const tKill = performance.now();
     const victim = startWorker('victim', ['victim', root, store]);
     all.push(victim);
     const mid = JSON.parse((await victim.next('mid-write ')).slice('mid-write '.length)) as { id: string; path: string; written: number };
     const before = await stateOf(area, mid.id);
+    const tKill = performance.now();
     victim.proc.kill('SIGKILL');
     const death = await victim.exited;
     const after = await stateOf(area, mid.id);
-    say(`  victim   pid ${victim.proc.pid} SIGKILLed mid-write (${mid.written} bytes into entry ${mid.id}): lock ${before} -> ${after} in ${ms(performance.now() - tKill)}`);
+    say(`  victim   pid ${victim.proc.pid} SIGKILLed mid-write (${mid.written} bytes into entry ${mid.id}): lock ${before} -> ${after} ${ms(performance.now() - tKill)} after the kill`);
     check(death.signal === 'SIGKILL', `the victim died of SIGKILL (${death.signal ?? death.code})`);
     check(before === 'held' && after === 'free', `the victim's lock was held while it lived and free the instant it died (${before} -> ${after})`);
 
