@@ -81,8 +81,12 @@
  *                    fails with ENOENT and the sweep creates nothing, so it
  *                    never mistakes a finished entry for an abandoned one.
  *     <id>           if `lock-<id>` exists, its own entry decides; if not,
- *                    `tryLockPath(lock-<id>)` creates it (so concurrent
- *                    sweepers exclude each other), then as above.
+ *                    the sweep publishes `lock-<id>` already locked
+ *                    (`createLocked`: hidden create, lock, rename without
+ *                    replacing), so concurrent sweepers exclude each other
+ *                    and none can take the new lock file for an abandoned
+ *                    entry; then, if `<id>` is still there, as above.
+ *     .xstage-area   the marker `open()` leaves (see `AREA_MARKER`): kept.
  *     .xlock-*.tmp   an in-flight lock file (being published by
  *                    createAndLock): deleted
  *                    when nobody holds it, never counted as an entry.
@@ -103,16 +107,22 @@
  *   between a sweep's `lstat` and its `opendir`, and that owner can delete
  *   the files anyway.
  */
-import { isLockError, LockError, tryLock, type FileLock, type LockOwner } from '@x/core';
+import { createLocked, isLockError, LockError, tryLock, type FileLock, type LockOwner } from '@x/core';
 import { remove } from 'fs-extra/esm';
 import { unlinkSync } from 'node:fs';
-import { lstat, mkdir, opendir, rename } from 'node:fs/promises';
+import { lstat, mkdir, opendir, rename, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { createAndLock, tryLockPath, type StagingLockFile } from './lockfile.js';
+import { createAndLock, type StagingLockFile } from './lockfile.js';
 import { checkPath, errnoOf, fsyncPath, lstatOrNull, lstatQuiet, measureTree, osError, removeTree, show, Slicer, syncTree } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
 
 const LOCK_PREFIX = 'lock-';
+/**
+ * An empty file `open()` leaves in the root, so that tools (the CLI's
+ * `recover` and `status`) can refuse a directory that is not a staging area:
+ * a sweep deletes every unlocked entry it finds.
+ */
+export const AREA_MARKER = '.xstage-area';
 /** Fresh ids `create()` draws when `<id>` is taken by garbage. */
 const CREATE_ATTEMPTS = 100;
 
@@ -352,7 +362,8 @@ class Entry implements StagingDir {
     try {
       await Promise.allSettled(this.#staging);
       // The root under another name is the root: refuse it like the lexical check does.
-      const [parent, root] = await Promise.all([lstatOrNull(dirname(target)), lstat(this.#root)]);
+      // stat, not lstat: a parent that is a symlink to the root is the root.
+      const [parent, root] = await Promise.all([stat(dirname(target)).catch(() => null), lstat(this.#root)]);
       if (parent && parent.dev === root.dev && parent.ino === root.ino) {
         throw new TypeError(`Expected \`dest\` to be outside the staging root '${this.#root}', got ${show(target)}`);
       }
@@ -494,7 +505,10 @@ export class StagingArea {
    * missing parents) unless `create: false`.
    *
    * @remarks Opening does not recover: call {@link StagingArea.recover} at
-   * startup, as containers/storage does on every store load.
+   * startup, as containers/storage does on every store load. With `create`
+   * (the default) it also leaves an empty marker file, `.xstage-area`, in
+   * the root: `xstage recover` and `xstage status` refuse a directory
+   * without it, so a mistyped path is never swept.
    *
    * @param root - the root directory
    * @param options - `create`, `mode`
@@ -519,9 +533,23 @@ export class StagingArea {
     if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) {
       throw new TypeError(`Expected \`mode\` to be an integer from 0 to 0o7777, got ${show(mode)}`);
     }
-    if (create) await mkdir(abs, { recursive: true, mode });
+    if (create) {
+      try {
+        await mkdir(abs, { recursive: true, mode });
+      } catch (err) {
+        if (errnoOf(err) !== 'EEXIST') throw err; // a file there: ENOTDIR below
+      }
+    }
     const st = await lstat(abs);
     if (!st.isDirectory()) throw osError('ENOTDIR', 'opendir', abs, 'not a directory');
+    if (create) {
+      try {
+        await writeFile(join(abs, AREA_MARKER), '', { flag: 'a', mode: 0o600 });
+      } catch (err) {
+        // A root we may only read (someone else's area) is still one to list.
+        if (!['EACCES', 'EPERM', 'EROFS'].includes(errnoOf(err) ?? '')) throw err;
+      }
+    }
     return new StagingArea(abs);
   }
 
@@ -751,17 +779,20 @@ export class StagingArea {
   }
 
   /**
-   * Reclaims a directory that has no lock file: `tryLockPath` creates one,
+   * Reclaims a directory that has no lock file: we publish one, locked,
    * so concurrent sweeps exclude each other. A live entry always has its
    * lock file (created before the directory, deleted after it is gone), so
    * this is garbage, unless the directory is gone by the time we hold it.
    */
   async #reclaimOrphan(lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
-    let lock: StagingLockFile;
+    let lock: FileLock;
     try {
-      lock = await tryLockPath(lockPath);
+      // Published already locked (never a create-then-lock gap in which
+      // another sweep could take our new lock file for an abandoned entry).
+      lock = await createLocked(this.root, () => basename(lockPath), { attempts: 1 });
     } catch (err) {
-      if (isLockError(err, 'ELOCKED')) return live;
+      // EEXIST: the lock file appeared meanwhile; its own entry decides.
+      if (errnoOf(err) === 'EEXIST') return skip;
       return { kind: 'error', path: lockPath, error: asError(err) };
     }
     let outcome: Outcome;
@@ -771,7 +802,7 @@ export class StagingArea {
       outcome = { kind: 'error', path, error: asError(err) };
     }
     try {
-      await lock.unlockAndDelete();
+      await lock.release();
     } catch (err) {
       if (outcome.kind !== 'error') outcome = { kind: 'error', path: lockPath, error: asError(err) };
     }

@@ -10,11 +10,12 @@
  */
 import { isLockError, lock, tryLock, type FileLock, type LockOwner } from '@x/core';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { StagingArea, type RecoverProgress, type StagingEntry } from './area.js';
+import { AREA_MARKER, StagingArea, type RecoverProgress, type StagingEntry } from './area.js';
 import { demoWorker, runDemo } from './demo.js';
 import { errnoOf } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
@@ -43,7 +44,7 @@ Commands:
                  hold a lock while a command runs (like flock(1))
   status [--json] <path|root>
                  who holds a lock file, or every lock of a staging root
-  recover [--dry-run] [--json] <root>
+  recover [--dry-run] [--json] [--force] <root>
                  reclaim the entries of a staging root whose writers are gone
   demo [--workers <n>] [--artifacts <n>] [--keep]
                  staging area, concurrent writers, a SIGKILL, recovery, checks
@@ -80,9 +81,11 @@ Exit status:
 
 For a lock file: whether it is held, and by whom (pid, host, age, backend).
 For a directory (a staging area's root): every entry with its lock's state.
-Changes nothing: a lock is probed with a shared lock taken through a hidden
-hard link, so no file is created at a lock's path, no owner record is
-rewritten, and holders are not disturbed.
+Changes nothing: a lock is probed with a shared lock taken without creating
+the file (a lock file that vanishes is reported missing), so no file is
+created, no owner record is rewritten, and holders are not disturbed. A
+directory must be a staging area (it holds the .xstage-area marker that
+StagingArea.open leaves).
 
 States: held (a live holder), free (nobody holds it: for a staging entry,
 stale), missing (no lock file: for a staging entry, a stale directory),
@@ -99,26 +102,30 @@ Options:
                (age in ms, startedAt in ms since the epoch; null when unknown)
   -h, --help   show this help
 
-Exit status: 0; 66 when the path cannot be read; 64 usage error.
+Exit status: 0; 66 when the path cannot be read or is a directory that is
+not a staging area; 64 usage error.
 `,
-  recover: `Usage: xstage recover [--dry-run] [--json] <root>
+  recover: `Usage: xstage recover [--dry-run] [--json] [--force] <root>
 
 Reclaims every entry of the staging area at <root> whose lock is free (its
 writer died): deletes the staging directory, then the lock file. Live entries
 (held by any process, including classic POSIX fcntl holders such as podman)
 are never touched; symlinks are never followed; nothing outside <root> is
 deleted. Safe to run while other processes create and recover. A progress
-line is shown on a terminal.
+line is shown on a terminal. <root> must hold the .xstage-area marker that
+StagingArea.open leaves: a sweep deletes every unlocked entry, so a mistyped
+path is refused (66) unless --force.
 
 Options:
   --dry-run    report what would be reclaimed; delete nothing, create nothing
+  --force      sweep <root> even without the .xstage-area marker
   --json       print one JSON document: {"root","dryRun","scanned","removed",
                "live","bytesFreed","elapsedMs","errors":[{"path","code",
                "message"}...]}
   -h, --help   show this help
 
 Exit status: 0 when every entry was handled; 1 when some failed (listed);
-66 when <root> cannot be read; 64 usage error.
+66 when <root> cannot be read or is not a staging area; 64 usage error.
 `,
   demo: `Usage: xstage demo [--workers <n>] [--artifacts <n>] [--keep]
 
@@ -279,7 +286,7 @@ async function cmdStatus(args: string[]): Promise<number> {
       return EX_NOINPUT;
     }
   }
-  if (st?.isDirectory()) return statusRoot(path, values.json === true);
+  if (st?.isDirectory()) return isArea(path) ? statusRoot(path, values.json === true) : EX_NOINPUT;
 
   const probe = st ? await probeLock(path) : { state: 'missing' as const, owner: null };
   if (values.json) {
@@ -293,6 +300,13 @@ async function cmdStatus(args: string[]): Promise<number> {
   else if (probe.state === 'missing') out(`${path}: missing (no lock file)\n`);
   else out(`${path}: unknown (${probe.error?.message ?? 'the probe failed'})\n`);
   return 0;
+}
+
+/** Whether `root` holds the marker of a staging area; says why not on stderr. */
+function isArea(root: string): boolean {
+  if (existsSync(join(root, AREA_MARKER))) return true;
+  err(`xstage: '${root}' is not a staging area (no ${AREA_MARKER} marker, which StagingArea.open leaves)\n`);
+  return false;
 }
 
 async function statusRoot(root: string, json: boolean): Promise<number> {
@@ -351,7 +365,7 @@ function bytes(n: number): string {
 }
 
 async function cmdRecover(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } });
+  const { values, positionals } = parse(args, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, force: { type: 'boolean' } });
   if (values.help) return out(usages.recover!), 0;
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <root>' : `unexpected argument '${positionals[1]}'`);
   const root = resolve(positionals[0]!);
@@ -363,6 +377,7 @@ async function cmdRecover(args: string[]): Promise<number> {
     err(`xstage: cannot read '${root}': ${(e as Error).message}\n`);
     return EX_NOINPUT;
   }
+  if (values.force !== true && !isArea(root)) return EX_NOINPUT;
   const tty = process.stderr.isTTY === true;
   let last = 0;
   const onProgress = tty
