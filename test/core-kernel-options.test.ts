@@ -92,6 +92,19 @@ describe('owner record', () => {
     await held.release();
   });
 
+  test('after a wait, the record names us from the next event-loop turn (written after the hand-off)', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'x.lock');
+    const { child } = await holder('tryLock', p, kernel);
+    const waiting = lock(p, { ...kernel, timeout: 20_000 });
+    child.proc.stdin!.end(); // the holder releases and exits
+    const held = await waiting;
+    await new Promise((r) => setImmediate(r));
+    expect(await readOwner(p)).toMatchObject({ pid: process.pid, backend: 'kernel', held: true });
+    await held.release();
+    expect(await child.finish()).toBe(0);
+  });
+
   test("an ELOCKED error from another process's holder names it", async () => {
     await using d = await tempDir();
     const p = join(d.path, 'x.lock');

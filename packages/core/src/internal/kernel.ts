@@ -58,17 +58,23 @@ export function ownerOf(fd: number, type: LockType): LockOwner | undefined {
 /** process.pid is a getpid(2) call per read; a process keeps its pid. */
 export const selfPid = process.pid;
 
-let selfPrefix: string | undefined;
-/** The owner record; our own is templated once, only the timestamp changes. */
+let selfRecord: { buf: Buffer; at: number } | undefined;
+/**
+ * The owner record. Our own is rendered once into a buffer whose timestamp
+ * digits are rewritten in place (`record` copies it out synchronously).
+ */
 export function kernelRecord(pid: number): Buffer {
-  if (pid === selfPid) {
-    selfPrefix ??= formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }).replace(
-      /,"createdAt":\d+/,
-      '',
-    ).replace(/}\n$/, ',"createdAt":');
-    return Buffer.from(`${selfPrefix}${Date.now()}}\n`);
+  if (pid !== selfPid) return Buffer.from(formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }));
+  const now = String(Date.now());
+  if (!selfRecord) {
+    const text = formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) });
+    const m = /"createdAt":(\d+)/.exec(text)!;
+    selfRecord = { buf: Buffer.from(text, 'latin1'), at: m.index + '"createdAt":'.length };
   }
-  return Buffer.from(formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }));
+  // 13 digits until the year 2286; after that, render afresh.
+  if (now.length !== 13) return Buffer.from(formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }));
+  selfRecord.buf.write(now, selfRecord.at, 'latin1');
+  return selfRecord.buf;
 }
 
 /**
@@ -76,7 +82,7 @@ export function kernelRecord(pid: number): Buffer {
  * `signal` aborts (then rejects with its reason). A cancel that races the
  * thread's entry into the system call is re-sent until the thread reports.
  */
-function nativeWait(fd: number, type: LockType, signal: AbortSignal, path: string): Promise<void> {
+function nativeWait(fd: number, type: LockType, signal: AbortSignal | undefined, path: string): Promise<void> {
   const a = native(path);
   return new Promise<void>((resolve, reject) => {
     let resend: NodeJS.Timeout | undefined;
@@ -86,9 +92,9 @@ function nativeWait(fd: number, type: LockType, signal: AbortSignal, path: strin
     };
     const handle = a.wait(fd, type, (result) => {
       if (resend) clearInterval(resend);
-      signal.removeEventListener('abort', onAbort);
-      if (result === 0 && !signal.aborted) resolve();
-      else if (result === 0 || result === E.ECANCELED) {
+      signal?.removeEventListener('abort', onAbort);
+      if (result === 0 && !signal?.aborted) resolve();
+      else if (signal && (result === 0 || result === E.ECANCELED)) {
         if (result === 0) a.setlk(fd, LockType.Unlock);
         reject(signal.reason as Error);
       } else reject(osError(result, 'fcntl', path));
@@ -97,6 +103,8 @@ function nativeWait(fd: number, type: LockType, signal: AbortSignal, path: strin
       reject(osError(handle, 'pthread_create', path));
       return;
     }
+    // Without a timeout or a signal nothing can cancel the wait: no listener.
+    if (!signal) return;
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
   });
@@ -110,7 +118,12 @@ function nativeWait(fd: number, type: LockType, signal: AbortSignal, path: strin
  * `path` and is linked. A waiter that opened the file before its holder
  * deleted it wakes up holding a dead inode: it closes it and starts over.
  */
-export async function acquireKernel(path: string, o: Checked, wait?: () => AbortSignal): Promise<number> {
+export async function acquireKernel(
+  path: string,
+  o: Checked,
+  wait?: () => AbortSignal | undefined,
+  waited?: { yes: boolean },
+): Promise<number> {
   const a = native(path);
   const type = o.shared ? LockType.Shared : LockType.Exclusive;
   for (let attempt = 0; ; attempt++) {
@@ -122,6 +135,7 @@ export async function acquireKernel(path: string, o: Checked, wait?: () => Abort
       if (r === E.EAGAIN) {
         if (!wait) throw new LockError('ELOCKED', path, `'${path}' is locked by another holder`, { owner: ownerOf(fd, type) });
         await nativeWait(fd, type, wait(), path);
+        if (waited) waited.yes = true;
       } else if (r < 0) throw osError(r, 'fcntl', path);
       const v = a.verify(fd, path);
       if (v < 0) throw osError(v, 'fstat', path);

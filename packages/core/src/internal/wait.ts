@@ -20,6 +20,11 @@ export class WaitScope {
     this.#path = path;
   }
 
+  /** Whether anything (a timeout, the caller's signal) can end the wait early. */
+  get cancellable(): boolean {
+    return this.#options.signal !== undefined || this.#options.timeout !== Infinity;
+  }
+
   get signal(): AbortSignal {
     if (this.#controller) return this.#controller.signal;
     const controller = (this.#controller = new AbortController());
