@@ -408,3 +408,15 @@ describe('a directory that is not a staging area', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 });
+
+describe('demo', () => {
+  test('passes all its own checks and leaves no temp dir behind', async () => {
+    const r = await xstage('demo');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^PASS: (\d+)\/\1 checks/m);
+    expect(r.stdout).not.toMatch(/^\s+FAIL /m);
+    const root = /staging area (\S+)/.exec(r.stdout)?.[1];
+    expect(root).toBeDefined();
+    expect(existsSync(root!)).toBe(false);
+  }, 60_000);
+});
