@@ -452,6 +452,16 @@ type Outcome =
 const skip: Outcome = { kind: 'skip' };
 const live: Outcome = { kind: 'live' };
 
+/** Releases a sweep's lock; a failed release is the entry's error unless it already has one. */
+async function releasing(lock: FileLock, outcome: Outcome, lockPath: string): Promise<Outcome> {
+  try {
+    await lock.release();
+  } catch (err) {
+    if (outcome.kind !== 'error') return { kind: 'error', path: lockPath, error: asError(err) };
+  }
+  return outcome;
+}
+
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
@@ -770,12 +780,7 @@ export class StagingArea {
       // The lock file stays (unlocked): the entry is still stale, a later sweep retries.
       outcome = { kind: 'error', path, error: asError(err) };
     }
-    try {
-      await lock.release();
-    } catch (err) {
-      if (outcome.kind !== 'error') outcome = { kind: 'error', path: lockPath, error: asError(err) };
-    }
-    return outcome;
+    return releasing(lock, outcome, lockPath);
   }
 
   /**
@@ -801,12 +806,7 @@ export class StagingArea {
     } catch (err) {
       outcome = { kind: 'error', path, error: asError(err) };
     }
-    try {
-      await lock.release();
-    } catch (err) {
-      if (outcome.kind !== 'error') outcome = { kind: 'error', path: lockPath, error: asError(err) };
-    }
-    return outcome;
+    return releasing(lock, outcome, lockPath);
   }
 
   /** Deletes a stray hidden lock file if nobody holds it. Errors are ignored: it is not an entry. */
