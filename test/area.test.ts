@@ -15,7 +15,7 @@
  * or is SIGKILLed.
  */
 import { isLockError, LockError, StagingArea, tryLockPath, type RecoverProgress, type StagingDir, type StagingEntry } from '@x/staging';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { rootNames, staleEntry, snapshot, worker } from './helpers/area.js';
@@ -566,5 +566,36 @@ describe('bad arguments reject with a TypeError naming the argument, and create 
     expect(after).toEqual(before);
     expect(report.removed).toBe(0);
     await dir.cleanup();
+  });
+});
+
+describe('the root and its marker', () => {
+  test('a root that is a symlink to a directory opens as that directory (root is the real path)', async () => {
+    await using d = await tempDir();
+    const real = join(d.path, 'real');
+    mkdirSync(real);
+    symlinkSync(real, join(d.path, 'link'));
+    const area = await StagingArea.open(join(d.path, 'link'));
+    expect(area.root).toBe(realpathSync(real));
+    const dir = await area.create();
+    expect(dir.path.startsWith(`${area.root}/`)).toBe(true);
+    await dir.cleanup();
+    expect(rootNames(real)).toEqual([]);
+  });
+
+  test('the marker goes into a created or empty root, never into a populated directory, never through a symlink', async () => {
+    await using d = await tempDir();
+    const made = await StagingArea.open(join(d.path, 'new'));
+    expect(existsSync(join(made.root, '.xstage-area'))).toBe(true);
+    const populated = join(d.path, 'photos');
+    mkdirSync(populated);
+    writeFileSync(join(populated, 'a.jpg'), 'jpeg');
+    await StagingArea.open(populated);
+    expect(readdirSync(populated)).toEqual(['a.jpg']);
+    const planted = join(d.path, 'planted');
+    mkdirSync(planted);
+    symlinkSync(join(d.path, 'target'), join(planted, '.xstage-area'));
+    await StagingArea.open(planted);
+    expect(existsSync(join(d.path, 'target'))).toBe(false);
   });
 });

@@ -188,7 +188,6 @@ describe('run', () => {
     [['run', '--timeout', 'Infinity', 'L', '--', 'true']],
     [['run', 'L', '--']],
     [['run', '--', 'true']],
-    [['run', 'L', 'extra', '--', 'true']],
     [['run', '--wait=yes', 'L', '--', 'true']],
     [['status']],
     [['status', '--bogus', 'L']],
@@ -340,6 +339,7 @@ describe('recover', () => {
     await using d = await tempDir();
     const root = join(d.path, 'root');
     mkdirSync(root, { mode: 0o700 });
+    writeFileSync(join(root, '.xstage-area'), ''); // a staging area made by hand
     writeFileSync(join(d.path, 'target'), 'outside');
     symlinkSync(join(d.path, 'target'), join(root, 'lock-planted')); // a lock path that is a symlink: never opened
     const stale = await staleEntry(root, 'exit');
@@ -419,4 +419,17 @@ describe('demo', () => {
     expect(root).toBeDefined();
     expect(existsSync(root!)).toBe(false);
   }, 60_000);
+});
+
+describe('run: a `--` after the lock path and the command belongs to the command', () => {
+  test.each([
+    [['run', 'L', 'echo', 'a', '--', 'b']],
+    [['run', 'L', '--', 'echo', 'a', '--', 'b']],
+  ])('%j prints "a -- b"', async (template) => {
+    await using d = await tempDir();
+    const L = join(d.path, 'L');
+    const r = await xstage(...template.map((a) => (a === 'L' ? L : a)));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('a -- b\n');
+  });
 });

@@ -4,6 +4,7 @@
  * and `mode` (SPEC 3.2 options, 3.3 item 5).
  */
 import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test, vi } from 'vitest';
@@ -92,14 +93,14 @@ describe('owner record', () => {
     await held.release();
   });
 
-  test('after a wait, the record names us from the next event-loop turn (written after the hand-off)', async () => {
+  test('after a wait, the record names us as soon as lock() resolves, before any other turn', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'x.lock');
     const { child } = await holder('tryLock', p, kernel);
     const waiting = lock(p, { ...kernel, timeout: 20_000 });
     child.proc.stdin!.end(); // the holder releases and exits
     const held = await waiting;
-    await new Promise((r) => setImmediate(r));
+    expect(readFileSync(p, 'utf8')).toContain(`"pid":${process.pid},`); // synchronously, no turn in between
     expect(await readOwner(p)).toMatchObject({ pid: process.pid, backend: 'kernel', held: true });
     await held.release();
     expect(await child.finish()).toBe(0);

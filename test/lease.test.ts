@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { fixture, reapAll, start } from './helpers/child.js';
+import { fixture, holder, reapAll, start } from './helpers/child.js';
 import { tempDir } from './helpers/tmp.js';
 
 afterEach(async () => {
@@ -69,6 +69,24 @@ describe('lease backend', () => {
     await held.release();
     parent.proc.stdin!.end();
     expect(await parent.finish()).toBe(0);
+  });
+
+  test('a live process whose main thread exited (it reads as a zombie) is not taken for dead', async () => {
+    await using d = await tempDir();
+    const bin = join(d.path, 'main-thread-exit');
+    const cc = spawnSync('cc', ['-pthread', '-o', bin, fixture('main-thread-exit.c')], { encoding: 'utf8' });
+    expect(cc.status, cc.stderr).toBe(0);
+    const proc = start(bin, []);
+    expect(await proc.line()).toBe('running');
+    const p = join(d.path, 'a.lock');
+    const held = await tryLock(p, { backend: 'lease', pid: proc.proc.pid! });
+    const { child, first } = await holder('tryLock', p, { backend: 'lease' });
+    expect(first).toBe('error ELOCKED');
+    expect(await child.finish()).toBe(3);
+    expect(held.held).toBe(true);
+    await held.release();
+    proc.proc.stdin!.end();
+    expect(await proc.finish()).toBe(0);
   });
 
   test('a waiter gets the lease of a holder SIGKILLed while it waits well before its next poll', async () => {

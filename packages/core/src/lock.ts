@@ -174,15 +174,12 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
   try {
     if (turn?.prev) await abortable(turn.prev, scope!.signal);
     if (backend === 'kernel') {
-      const waited = { yes: false };
-      const fd = await acquireKernel(abs, o, scope && (() => (scope.cancellable ? scope.signal : undefined)), waited);
-      const handle = new FileLock(token, abs, { kind: 'kernel', fd, remove: o.removeOnRelease ?? false }, o);
-      if (o.shared) return handle;
-      // After a wait, hand the lock over first and write the (informational)
-      // record on the next turn: it costs more than the rest of the hand-off.
-      if (!waited.yes) writeRecord(fd, pid);
-      else setImmediate(() => handle.held && writeRecord(fd, pid));
-      return handle;
+      const fd = await acquireKernel(abs, o, scope && (() => (scope.cancellable ? scope.signal : undefined)));
+      // Written before we return, even after a wait where it costs a good
+      // part of the hand-off: a record written later would, meanwhile, name
+      // the previous (often dead) holder to readOwner, ELOCKED and status.
+      if (!o.shared) writeRecord(fd, pid);
+      return new FileLock(token, abs, { kind: 'kernel', fd, remove: o.removeOnRelease ?? false }, o);
     }
     const box: { handle?: FileLock } = {};
     const lease = await acquireLease(abs, o, pid, scope && (() => scope.signal), (err) => box.handle?.lost(err));

@@ -109,8 +109,8 @@
  */
 import { createLocked, isLockError, LockError, tryLock, type FileLock, type LockOwner } from '@x/core';
 import { remove } from 'fs-extra/esm';
-import { unlinkSync } from 'node:fs';
-import { lstat, mkdir, opendir, rename, stat, writeFile } from 'node:fs/promises';
+import { constants as fsc, unlinkSync } from 'node:fs';
+import { lstat, mkdir, open, opendir, realpath, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createAndLock, type StagingLockFile } from './lockfile.js';
 import { checkPath, errnoOf, fsyncPath, lstatOrNull, lstatQuiet, measureTree, osError, removeTree, show, Slicer, syncTree } from './internal/fsutil.js';
@@ -452,6 +452,28 @@ type Outcome =
 const skip: Outcome = { kind: 'skip' };
 const live: Outcome = { kind: 'live' };
 
+/** Whether a directory holds no names other than the area marker. */
+async function isEmpty(dir: string): Promise<boolean> {
+  const d = await opendir(dir);
+  try {
+    for (let e = await d.read(); e !== null; e = await d.read()) if (e.name !== AREA_MARKER) return false;
+    return true;
+  } finally {
+    await d.close();
+  }
+}
+
+/** Creates the empty marker without following a symlink planted at its name. */
+async function writeMarker(root: string): Promise<void> {
+  try {
+    await (await open(join(root, AREA_MARKER), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)).close();
+  } catch (err) {
+    // A root we may only read (someone else's area) is still one to list;
+    // a symlink at the marker's name (ELOOP) is not followed.
+    if (!['EACCES', 'EPERM', 'EROFS', 'ELOOP'].includes(errnoOf(err) ?? '')) throw err;
+  }
+}
+
 /** Releases a sweep's lock; a failed release is the entry's error unless it already has one. */
 async function releasing(lock: FileLock, outcome: Outcome, lockPath: string): Promise<Outcome> {
   try {
@@ -503,7 +525,7 @@ function checkObject(options: unknown, known: readonly string[]): Record<string,
  * ```
  */
 export class StagingArea {
-  /** Absolute path of the root directory. */
+  /** Absolute path of the root directory, symlinks resolved. */
   readonly root: string;
 
   private constructor(root: string) {
@@ -516,9 +538,10 @@ export class StagingArea {
    *
    * @remarks Opening does not recover: call {@link StagingArea.recover} at
    * startup, as containers/storage does on every store load. With `create`
-   * (the default) it also leaves an empty marker file, `.xstage-area`, in
-   * the root: `xstage recover` and `xstage status` refuse a directory
-   * without it, so a mistyped path is never swept.
+   * (the default) it also leaves an empty marker file, `.xstage-area`, in a
+   * root it created or that is empty: `xstage recover` and `xstage status`
+   * refuse a directory without it, so a mistyped path is never swept. A
+   * root that is a symlink is resolved: `root` is the real path.
    *
    * @param root - the root directory
    * @param options - `create`, `mode`
@@ -543,23 +566,24 @@ export class StagingArea {
     if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) {
       throw new TypeError(`Expected \`mode\` to be an integer from 0 to 0o7777, got ${show(mode)}`);
     }
+    let made = false;
     if (create) {
       try {
-        await mkdir(abs, { recursive: true, mode });
+        made = (await mkdir(abs, { recursive: true, mode })) !== undefined;
       } catch (err) {
         if (errnoOf(err) !== 'EEXIST') throw err; // a file there: ENOTDIR below
       }
     }
-    const st = await lstat(abs);
+    // stat, not lstat: a root that is a symlink to a directory (a store moved
+    // to another disk) is that directory; we keep its real path, so checks
+    // that compare paths with the root (commit's dest) see through the link.
+    const st = await stat(abs);
     if (!st.isDirectory()) throw osError('ENOTDIR', 'opendir', abs, 'not a directory');
-    if (create) {
-      try {
-        await writeFile(join(abs, AREA_MARKER), '', { flag: 'a', mode: 0o600 });
-      } catch (err) {
-        // A root we may only read (someone else's area) is still one to list.
-        if (!['EACCES', 'EPERM', 'EROFS'].includes(errnoOf(err) ?? '')) throw err;
-      }
-    }
+    const real = await realpath(abs);
+    // The marker goes only into a root we created or that is still empty:
+    // opening a mistyped, populated directory must not make it sweepable.
+    if (create && (made || (await isEmpty(real)))) await writeMarker(real);
+    return new StagingArea(real);
     return new StagingArea(abs);
   }
 

@@ -159,19 +159,25 @@ const err = (text: string): void => void process.stderr.write(text);
 
 /** `run`: options before the lock path; the command after `--` (or, flock-style, right after the lock path). */
 async function cmdRun(args: string[]): Promise<number> {
-  const dashdash = args.indexOf('--');
+  // Options end at the first non-option, which is the lock path. The command
+  // follows it, after `--` or (flock-style) directly; a `--` further on
+  // belongs to the command (`xstage run L git log -- file`).
+  let i = 0;
+  while (i < args.length && args[i] !== '--' && args[i]!.startsWith('-') && args[i] !== '-') {
+    if (args[i] === '--timeout') i++;
+    i++;
+  }
   let head: string[];
   let command: string[];
-  if (dashdash >= 0) {
-    head = args.slice(0, dashdash);
-    command = args.slice(dashdash + 1);
+  if (args[i] === '--') {
+    // `--` before the lock path: `run [options] -- <lockpath> ...` is not our
+    // syntax; keep the historical reading (everything before `--` is ours).
+    head = args.slice(0, i);
+    command = args.slice(i + 1);
+  } else if (args[i + 1] === '--') {
+    head = args.slice(0, i + 1);
+    command = args.slice(i + 2);
   } else {
-    // No `--`: options end at the first non-option; the lock path, then the command.
-    let i = 0;
-    while (i < args.length && args[i]!.startsWith('-') && args[i] !== '-') {
-      if (args[i] === '--timeout') i++;
-      i++;
-    }
     head = args.slice(0, i + 1);
     command = args.slice(i + 1);
   }

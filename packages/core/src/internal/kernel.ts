@@ -122,7 +122,6 @@ export async function acquireKernel(
   path: string,
   o: Checked,
   wait?: () => AbortSignal | undefined,
-  waited?: { yes: boolean },
 ): Promise<number> {
   const a = native(path);
   const type = o.shared ? LockType.Shared : LockType.Exclusive;
@@ -135,7 +134,6 @@ export async function acquireKernel(
       if (r === E.EAGAIN) {
         if (!wait) throw new LockError('ELOCKED', path, `'${path}' is locked by another holder`, { owner: ownerOf(fd, type) });
         await nativeWait(fd, type, wait(), path);
-        if (waited) waited.yes = true;
       } else if (r < 0) throw osError(r, 'fcntl', path);
       const v = a.verify(fd, path);
       if (v < 0) throw osError(v, 'fstat', path);

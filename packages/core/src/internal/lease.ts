@@ -13,8 +13,9 @@
  *   (deleted, replaced, taken over) aborts the handle's signal and calls
  *   `onCompromised`; nothing is ever thrown from the timer.
  * - Stale only on proof: (a) the record says same host, same boot, same pid
- *   namespace, and the pid is dead (ESRCH), a zombie (it can never renew
- *   its lease again, whether or not its parent reaps it), or its start time
+ *   namespace, and the pid is dead (ESRCH), a zombie with no thread left
+ *   (it can never renew its lease again, whether or not its parent reaps
+ *   it), or its start time
  *   differs; or (b)
  *   the file (inode, size, mtime) stayed unchanged for the lease length
  *   measured on the *observer's own monotonic clock* since it first saw that
@@ -46,6 +47,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readFileSync,
   readSync,
   renameSync,
   unlinkSync,
@@ -107,6 +109,16 @@ function localPid(owner: LockOwner | null): number | undefined {
   return owner.pid;
 }
 
+/** The number of threads of a process (/proc/<pid>/status), or undefined. */
+function threadCount(pid: number): number | undefined {
+  try {
+    const m = /^Threads:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Proof that the recorded owner cannot be holding the lease any more. */
 function provablyDead(owner: LockOwner | null): boolean {
   const pid = localPid(owner);
@@ -120,7 +132,9 @@ function provablyDead(owner: LockOwner | null): boolean {
   // time proves the pid was reused.
   const stat = procStat(pid);
   if (stat === undefined) return false;
-  if (stat.state === 'Z' || stat.state === 'X') return true;
+  // /proc/<pid>/stat shows the main thread: a process whose main thread
+  // exited while others run reads `Z` too, so only a lone thread counts.
+  if ((stat.state === 'Z' || stat.state === 'X') && threadCount(pid) === 1) return true;
   return owner!.startTicks !== undefined && stat.startTicks !== undefined && stat.startTicks !== owner!.startTicks;
 }
 
