@@ -66,3 +66,12 @@ export function renderTable(result) {
   for (const note of result.notes ?? []) lines.push(`  note: ${note}`);
   return lines.join('\n');
 }
+
+/** The columns of a per-operation latency distribution (cycle metrics). */
+export const distributionColumns = [
+  { key: 'n', label: 'n' },
+  { key: 'median', label: 'median' },
+  { key: 'p90', label: 'p90' },
+  { key: 'p99', label: 'p99' },
+  { key: 'mean', label: 'mean' },
+];

@@ -6,6 +6,7 @@ import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { floorCase, interleave, nodeCase } from '../lib/interleave.mjs';
 import { summarize } from '../lib/stats.mjs';
+import { distributionColumns } from '../lib/table.mjs';
 
 export const id = 'create';
 export const FLOOR = 'C floor: hidden O_EXCL+lock+renameat2+unlink+close';
@@ -49,13 +50,7 @@ export async function run(ctx) {
     id,
     title: '2. createAndLock + unlockAndDelete cycle',
     unit: 'µs per create+delete cycle',
-    columns: [
-      { key: 'n', label: 'n' },
-      { key: 'median', label: 'median' },
-      { key: 'p90', label: 'p90' },
-      { key: 'p99', label: 'p99' },
-      { key: 'mean', label: 'mean' },
-    ],
+    columns: distributionColumns,
     ratio: { key: 'median', floor: FLOOR },
     rows: cases.map((c) => ({ name: c.name, role: c.role, ...summarize(samples.get(c.name)) })),
     notes: ['ours also writes an owner record before publishing (the "+ owner record" row is the same sequence in C); O_EXCL rows are not gap-free and lock nothing: reference only'],

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { floorCase, interleave, nodeCase } from '../lib/interleave.mjs';
 import { summarize } from '../lib/stats.mjs';
+import { distributionColumns } from '../lib/table.mjs';
 
 export const id = 'cycle';
 export const FLOOR = 'C floor: open+OFD lock+record+close';
@@ -118,13 +119,7 @@ export async function run(ctx) {
     id,
     title: '1. tryLock + release cycle (uncontended)',
     unit: 'µs per lock+release cycle',
-    columns: [
-      { key: 'n', label: 'n' },
-      { key: 'median', label: 'median' },
-      { key: 'p90', label: 'p90' },
-      { key: 'p99', label: 'p99' },
-      { key: 'mean', label: 'mean' },
-    ],
+    columns: distributionColumns,
     ratio: { key: 'median', floor: FLOOR, baseline: PLF },
     rows: cases.map((c) => ({ name: c.name, role: c.role, ...summarize(samples.get(c.name)) })),
     notes,
