@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { LockError } from './errors.js';
 import { isProcessAlive } from './owner.js';
 import { addon } from './platform/native.js';
-import { acquireKernel, createKernel, releaseKernel, selfPid, writeRecord } from './internal/kernel.js';
+import { acquireKernel, createKernel, releaseKernel, selfPid } from './internal/kernel.js';
 import { acquireLease, type Lease } from './internal/lease.js';
 import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
 import { abortable, enqueue, WaitScope } from './internal/wait.js';
@@ -174,11 +174,10 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
   try {
     if (turn?.prev) await abortable(turn.prev, scope!.signal);
     if (backend === 'kernel') {
-      const fd = await acquireKernel(abs, o, scope && (() => (scope.cancellable ? scope.signal : undefined)));
-      // Written before we return, even after a wait where it costs a good
-      // part of the hand-off: a record written later would, meanwhile, name
-      // the previous (often dead) holder to readOwner, ELOCKED and status.
-      if (!o.shared) writeRecord(fd, pid);
+      // The record is written before we return, even after a wait where it
+      // costs a good part of the hand-off: written later, it would meanwhile
+      // name the previous (often dead) holder to readOwner, ELOCKED, status.
+      const fd = await acquireKernel(abs, o, scope && (() => (scope.cancellable ? scope.signal : undefined)), o.shared ? undefined : pid);
       return new FileLock(token, abs, { kind: 'kernel', fd, remove: o.removeOnRelease ?? false }, o);
     }
     const box: { handle?: FileLock } = {};

@@ -122,6 +122,7 @@ export async function acquireKernel(
   path: string,
   o: Checked,
   wait?: () => AbortSignal | undefined,
+  recordOf?: number,
 ): Promise<number> {
   const a = native(path);
   const type = o.shared ? LockType.Shared : LockType.Exclusive;
@@ -135,7 +136,9 @@ export async function acquireKernel(
         if (!wait) throw new LockError('ELOCKED', path, `'${path}' is locked by another holder`, { owner: ownerOf(fd, type) });
         await nativeWait(fd, type, wait(), path);
       } else if (r < 0) throw osError(r, 'fcntl', path);
-      const v = a.verify(fd, path);
+      // The owner record of `recordOf` (rendered now: it carries the time
+      // we got the lock) is written by the same native call, once verified.
+      const v = a.verify(fd, path, recordOf === undefined ? undefined : kernelRecord(recordOf));
       if (v < 0) throw osError(v, 'fstat', path);
       if (v === 0) {
         ok = true;
@@ -147,12 +150,6 @@ export async function acquireKernel(
     // Deleted or replaced while we waited: retry on what is at the path now.
     if (attempt >= 1000) throw new LockError('ECOMPROMISED', path, `'${path}' kept being replaced while locking it`);
   }
-}
-
-/** Writes the informational owner record (exclusive holders only). */
-export function writeRecord(fd: number, pid: number): void {
-  // Exclusion never depends on the record: a full disk must not fail the lock.
-  addon?.record(fd, kernelRecord(pid));
 }
 
 /** Releases: delete first when asked (only while the path is still our inode), then close. */
@@ -209,13 +206,12 @@ export function createKernel(
       // A sweeper may have locked, deleted and released our file before our
       // lock, and another created a new file under the same hidden name:
       // renaming that one would publish a file we do not hold.
-      const v = a.verify(fd, hidden);
+      const v = a.verify(fd, hidden, kernelRecord(selfPid));
       if (v < 0) throw osError(v, 'fstat', hidden);
       if (v !== 0) {
         ours = false;
         continue;
       }
-      writeRecord(fd, selfPid);
       const p = a.renameNoReplace(hidden, last);
       if (p === 0) {
         published = true;

@@ -11,8 +11,7 @@ export interface NativeAddon {
   open(path: string, flags: number, mode: number): number;
   setlk(fd: number, type: LockType): number;
   getlk(fd: number, type: LockType): number;
-  verify(fd: number, path: string): number;
-  record(fd: number, record: Buffer): number;
+  verify(fd: number, path: string, record?: Buffer): number;
   unlinkHeld(fd: number, path: string): number;
   close(fd: number): number;
   renameNoReplace(from: string, to: string): number;
