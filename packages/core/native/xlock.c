@@ -163,6 +163,17 @@ static napi_value js_getlk(napi_env env, napi_callback_info info) {
 #endif
 }
 
+/* 0 when `fd`'s inode is the one at `path` (and, with `linked`, still
+ * linked); 1 when it is not; -errno when fstat/lstat fail otherwise. `a`
+ * receives fd's stat. */
+static int held_at(int fd, const char *path, struct stat *a, int linked) {
+  struct stat b;
+  if (fstat(fd, a) < 0) return -errno;
+  if (linked && a->st_nlink == 0) return 1;
+  if (lstat(path, &b) < 0) return errno == ENOENT ? 1 : -errno;
+  return a->st_dev == b.st_dev && a->st_ino == b.st_ino ? 0 : 1;
+}
+
 /* verify(fd, path[, record]) -> 0 | 1 (not the linked inode at path) | -errno.
  * After a lock is granted: is the locked inode still linked and still the
  * one at `path`? The unlink race (SPEC 3.3 item 2) hinges on this check. When it is and a record Buffer is given, the owner record
@@ -192,11 +203,9 @@ static napi_value js_verify(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  struct stat a, b;
-  if (fstat(fd, &a) < 0) return make_int(env, -errno);
-  if (a.st_nlink == 0) return make_int(env, 1);
-  if (lstat(path, &b) < 0) return make_int(env, errno == ENOENT ? 1 : -errno);
-  if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) return make_int(env, 1);
+  struct stat a;
+  int same = held_at(fd, path, &a, 1);
+  if (same != 0) return make_int(env, same);
   if (data != NULL) {
     ssize_t w;
     do w = pwrite(fd, data, len, 0);
@@ -217,10 +226,9 @@ static napi_value js_unlink_held(napi_env env, napi_callback_info info) {
   if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
       !arg_path(env, argv, argc, 1, path))
     return NULL;
-  struct stat a, b;
-  if (fstat(fd, &a) < 0) return make_int(env, -errno);
-  if (lstat(path, &b) < 0) return make_int(env, errno == ENOENT ? 1 : -errno);
-  if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) return make_int(env, 1);
+  struct stat a;
+  int same = held_at(fd, path, &a, 0);
+  if (same != 0) return make_int(env, same);
   if (unlink(path) < 0) return make_int(env, errno == ENOENT ? 1 : -errno);
   return make_int(env, 0);
 }

@@ -113,7 +113,7 @@ import { constants as fsc, unlinkSync } from 'node:fs';
 import { lstat, mkdir, open, opendir, realpath, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createAndLock, type StagingLockFile } from './lockfile.js';
-import { checkPath, errnoOf, fsyncPath, lstatOrNull, lstatQuiet, measureTree, osError, removeTree, show, Slicer, syncTree } from './internal/fsutil.js';
+import { checkPath, errnoOf, fsyncPath, lstatOrNull, lstatQuiet, osError, removeTree, show, Slicer, syncTree } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
 
 const LOCK_PREFIX = 'lock-';
@@ -851,7 +851,7 @@ export class StagingArea {
     // free, or missing: an orphan directory (a live one always has its lock).
     if (probe.state === 'missing' && !lstatQuiet(path)) return skip;
     try {
-      return { kind: 'removed', bytes: await measureTree(path, dev, slicer) };
+      return { kind: 'removed', bytes: await removeTree(path, dev, slicer, true) };
     } catch (err) {
       return { kind: 'error', path, error: asError(err) };
     }

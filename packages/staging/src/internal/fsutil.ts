@@ -113,18 +113,23 @@ function openDir(path: string): Dir | null {
 
 /**
  * Removes `path` and everything under it; resolves the bytes freed (the
- * sizes of the regular files removed).
+ * sizes of the regular files removed). With `dryRun`, removes nothing and
+ * resolves what it would free.
  *
- * A symlink is unlinked, never followed. A directory whose device differs
- * from `dev` (a mount point: an overlay `merged`, a tmpfs) is neither entered
- * nor removed: that rejects `EBUSY`, because its contents live outside the
- * tree being removed. Missing entries are skipped (a concurrent remover).
- * Directories are streamed: memory grows with the depth, not the width.
+ * Walks with `lstat`: a symlink is unlinked, never followed. A directory
+ * whose device differs from `dev` (a mount point: an overlay `merged`, a
+ * tmpfs) is neither entered nor removed: that rejects `EBUSY`, because its
+ * contents live outside the tree being removed. Missing entries are skipped
+ * (a concurrent remover). Directories are streamed: memory grows with the
+ * depth, not the width.
  */
-export async function removeTree(path: string, dev: number, slicer: Slicer): Promise<number> {
+export async function removeTree(path: string, dev: number, slicer: Slicer, dryRun = false): Promise<number> {
   const st = lstatQuiet(path);
   if (!st) return 0;
-  if (!st.isDirectory()) return unlinkQuiet(path, st.isFile() ? st.size : 0);
+  if (!st.isDirectory()) {
+    const bytes = st.isFile() ? st.size : 0;
+    return dryRun ? bytes : unlinkQuiet(path, bytes);
+  }
   if (st.dev !== dev) throw mountPoint(path);
   const dir = openDir(path);
   if (!dir) return 0;
@@ -133,39 +138,17 @@ export async function removeTree(path: string, dev: number, slicer: Slicer): Pro
     // Deleting entries while the stream is open is fine (POSIX readdir): the
     // others are still returned exactly once.
     for (let entry = dir.readSync(); entry !== null; entry = dir.readSync()) {
-      const child = join(path, entry.name);
-      if (entry.isSymbolicLink()) unlinkQuiet(child, 0);
-      else if (entry.isFile()) bytes += unlinkQuiet(child, lstatQuiet(child)?.size ?? 0);
-      else bytes += await removeTree(child, dev, slicer); // a directory, or a type readdir did not give
+      bytes += await removeTree(join(path, entry.name), dev, slicer, dryRun);
       await slicer.tick();
     }
   } finally {
     dir.closeSync();
   }
+  if (dryRun) return bytes;
   try {
     rmdirSync(path);
   } catch (err) {
     if (errnoOf(err) !== 'ENOENT') throw err;
-  }
-  return bytes;
-}
-
-/** What {@link removeTree} would free, without removing anything (dry runs). */
-export async function measureTree(path: string, dev: number, slicer: Slicer): Promise<number> {
-  const st = lstatQuiet(path);
-  if (!st) return 0;
-  if (!st.isDirectory()) return st.isFile() ? st.size : 0;
-  if (st.dev !== dev) throw mountPoint(path);
-  const dir = openDir(path);
-  if (!dir) return 0;
-  let bytes = 0;
-  try {
-    for (let entry = dir.readSync(); entry !== null; entry = dir.readSync()) {
-      if (!entry.isSymbolicLink()) bytes += await measureTree(join(path, entry.name), dev, slicer);
-      await slicer.tick();
-    }
-  } finally {
-    dir.closeSync();
   }
   return bytes;
 }

@@ -15,7 +15,7 @@
  * state comes from the owner record (held unless the recorded process is
  * provably dead on this host, or the lease ran out without a refresh).
  */
-import { isLockError, isProcessAlive, readOwner, tryLock, type LockOwner } from '@x/core';
+import { isLockError, readOwner, tryLock, type LockOwner } from '@x/core';
 import { errnoOf, lstatQuiet } from './fsutil.js';
 
 /** A lock file's state: held by someone, free (reclaimable), gone, or not known. */
@@ -28,12 +28,6 @@ export interface Probe {
   owner: LockOwner | null;
   /** Why the state is `unknown`. */
   error?: Error;
-}
-
-function leaseHeld(owner: LockOwner): boolean {
-  if (owner.pid !== undefined && !isProcessAlive(owner.pid, owner.hostname)) return false;
-  if (owner.leaseMs !== undefined && owner.age !== undefined && owner.age > owner.leaseMs) return false;
-  return true;
 }
 
 async function ownerOrNull(path: string): Promise<LockOwner | null> {
@@ -58,7 +52,8 @@ export async function probeLock(path: string, withOwner = true): Promise<Probe> 
       return { state: 'unknown', owner: null, error: Object.assign(new Error(`'${path}' is not a regular file`), { code: 'EINVAL', path }) };
     }
     const owner = withOwner ? await ownerOrNull(path) : null;
-    if (owner?.backend === 'lease') return { state: leaseHeld(owner) ? 'held' : 'free', owner };
+    // readOwner judges a lease file's holder (pid running here, heartbeat younger than the lease).
+    if (owner?.backend === 'lease') return { state: owner.held === false ? 'free' : 'held', owner };
     let held;
     try {
       held = await tryLock(path, { backend: 'kernel', shared: true, create: false });
