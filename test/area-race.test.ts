@@ -16,7 +16,7 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { fixture, reapAll, start } from './helpers/child.js';
-import { doneOf, startReady } from './helpers/staging-children.js';
+import { doneOf, startReady, stopAll } from './helpers/staging-children.js';
 import { rootNames } from './helpers/area.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -64,14 +64,7 @@ test(`${SWEEPERS} processes looping recover() never delete a live entry of ${CRE
     });
   }
   for (const c of creators) expect(await c.finish()).toBe(0);
-  const swept = await Promise.all(
-    sweepers.map(async (s) => {
-      s.proc.stdin!.end();
-      const done = await doneOf<SweeperDone>(s);
-      expect(await s.finish()).toBe(0);
-      return done;
-    }),
-  );
+  const swept = await stopAll<SweeperDone>(sweepers);
   expect(swept.flatMap((s) => s.errors)).toEqual([]);
   // Every entry was committed or cleaned up by its live writer: no sweep
   // ever reclaimed one (an entry that finishes while a sweep looks at it is

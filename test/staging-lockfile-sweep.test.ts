@@ -14,7 +14,7 @@
 import { readdirSync } from 'node:fs';
 import { afterEach, expect, test } from 'vitest';
 import { fixture, reapAll, start } from './helpers/child.js';
-import { doneOf, startReady } from './helpers/staging-children.js';
+import { doneOf, startReady, stopAll } from './helpers/staging-children.js';
 import { tempDir } from './helpers/tmp.js';
 
 afterEach(reapAll);
@@ -48,14 +48,7 @@ async function race(filter: 'lock-' | 'all'): Promise<void> {
     details: [],
   });
   expect(await creator.finish()).toBe(0);
-  const swept = await Promise.all(
-    sweepers.map(async (s) => {
-      s.proc.stdin!.end();
-      const done = await doneOf<SweeperDone>(s);
-      expect(await s.finish()).toBe(0);
-      return done;
-    }),
-  );
+  const swept = await stopAll<SweeperDone>(sweepers);
   expect(swept.flatMap((s) => s.errors)).toEqual([]);
   // Not vacuous: the sweepers did find held lock files and left them alone.
   expect(swept.reduce((n, s) => n + s.busy, 0)).toBeGreaterThan(0);

@@ -19,3 +19,19 @@ export async function doneOf<T>(child: Child): Promise<T> {
     if (line.startsWith('done ')) return JSON.parse(line.slice('done '.length)) as T;
   }
 }
+
+/**
+ * Ends loop children (stdin EOF), returns each one's `done {json}` report,
+ * and fails unless every one exited 0.
+ */
+export async function stopAll<T>(children: Child[]): Promise<T[]> {
+  return Promise.all(
+    children.map(async (c) => {
+      c.proc.stdin!.end();
+      const done = await doneOf<T>(c);
+      const code = await c.finish();
+      if (code !== 0) throw new Error(`pid ${c.proc.pid} exited ${code}, expected 0 (report ${JSON.stringify(done)})`);
+      return done;
+    }),
+  );
+}
