@@ -52,7 +52,15 @@ const SETTINGS = {
   },
 };
 
-const FS_TYPES = { 0xef53: 'ext4', 0x01021994: 'tmpfs', 0x9123683e: 'btrfs', 0x58465342: 'xfs', 0x794c7630: 'overlayfs', 0x6969: 'nfs', 0x65735546: 'fuse' };
+const FS_TYPES = {
+  0xef53: 'ext4',
+  0x01021994: 'tmpfs',
+  0x9123683e: 'btrfs',
+  0x58465342: 'xfs',
+  0x794c7630: 'overlayfs',
+  0x6969: 'nfs',
+  0x65735546: 'fuse',
+};
 
 function parseArgs(argv) {
   const o = { quick: false, keep: false, only: undefined };
@@ -61,7 +69,9 @@ function parseArgs(argv) {
     else if (a === '--keep') o.keep = true;
     else if (a.startsWith('--only=')) o.only = a.slice(7).split(',');
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.mjs [--quick] [--only=<metric,...>] [--keep]\nmetrics: ' + metrics.map((m) => m.id).join(', '));
+      console.log(
+        'usage: node bench/run.mjs [--quick] [--only=<metric,...>] [--keep]\nmetrics: ' + metrics.map((m) => m.id).join(', '),
+      );
       process.exit(0);
     } else {
       console.error(`unknown argument ${a}`);
@@ -80,7 +90,10 @@ function parseArgs(argv) {
 
 function gitCommit() {
   try {
-    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
   } catch {
     return undefined;
   }

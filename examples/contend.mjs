@@ -12,7 +12,9 @@ if (process.argv[2] === 'child') {
 } else {
   const dir = await mkdtemp(join(tmpdir(), 'contend-'));
   const path = join(dir, 'demo.lock');
-  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, 'child', path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, 'child', path], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   await new Promise((r) => child.stdout.once('data', r));
   console.log(`child ${child.pid} holds ${path}`);
   try {

@@ -50,7 +50,9 @@ test(`${SWEEPERS} processes looping recover() never delete a live entry of ${CRE
   mkdirSync(root, { mode: 0o700 });
   mkdirSync(out);
   const sweepers = await Promise.all(Array.from({ length: SWEEPERS }, () => startReady('area-sweeper.mjs', [root])));
-  const creators = Array.from({ length: CREATORS }, () => start(process.execPath, [fixture('area-creator.mjs'), root, out, String(CYCLES)]));
+  const creators = Array.from({ length: CREATORS }, () =>
+    start(process.execPath, [fixture('area-creator.mjs'), root, out, String(CYCLES)]),
+  );
   const made = await Promise.all(creators.map((c) => doneOf<CreatorDone>(c)));
   for (const m of made) {
     // Fails fast: a creator stops at its 5th loss and reports them.
@@ -69,8 +71,14 @@ test(`${SWEEPERS} processes looping recover() never delete a live entry of ${CRE
   // Every entry was committed or cleaned up by its live writer: no sweep
   // ever reclaimed one (an entry that finishes while a sweep looks at it is
   // not counted), nor freed a byte.
-  expect(swept.reduce((n, s) => n + s.removed, 0), JSON.stringify(swept)).toBe(0);
-  expect(swept.reduce((n, s) => n + s.bytesFreed, 0), JSON.stringify(swept)).toBe(0);
+  expect(
+    swept.reduce((n, s) => n + s.removed, 0),
+    JSON.stringify(swept),
+  ).toBe(0);
+  expect(
+    swept.reduce((n, s) => n + s.bytesFreed, 0),
+    JSON.stringify(swept),
+  ).toBe(0);
   // Not vacuous: the sweeps ran many times and did meet held entries.
   for (const s of swept) expect(s.sweeps).toBeGreaterThan(20);
   expect(swept.reduce((n, s) => n + s.live, 0)).toBeGreaterThan(50);
@@ -78,5 +86,6 @@ test(`${SWEEPERS} processes looping recover() never delete a live entry of ${CRE
   expect(rootNames(root)).toEqual([]);
   const committed = readdirSync(out).filter((n) => !n.startsWith('.'));
   expect(committed).toHaveLength((CREATORS * CYCLES) / 2);
-  for (const name of committed.slice(0, 50)) expect(readFileSync(join(out, name, 'data'), 'utf8')).toMatch(new RegExp(`^${name}-`));
+  for (const name of committed.slice(0, 50))
+    expect(readFileSync(join(out, name, 'data'), 'utf8')).toMatch(new RegExp(`^${name}-`));
 }, 60_000);

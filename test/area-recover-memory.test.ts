@@ -67,29 +67,33 @@ async function sweep(root: string, generate: number | null, dry = false): Promis
 
 const growth = (r: MemReport): number => r.heapPeak - r.heapBase;
 
-test(`recover() of ${LARGE} stale entries (dry run, then for real) keeps the heap flat: same growth as for ${SMALL}`, async () => {
-  await using d = await scratch();
-  const small = await sweep(join(d.path, 'small'), SMALL);
-  expect(small).toMatchObject({ scanned: SMALL, removed: SMALL, live: 0, bytesFreed: SMALL * BLOB, errors: 0 });
-  expect(readdirSync(join(d.path, 'small'))).toEqual([]);
+test(
+  `recover() of ${LARGE} stale entries (dry run, then for real) keeps the heap flat: same growth as for ${SMALL}`,
+  async () => {
+    await using d = await scratch();
+    const small = await sweep(join(d.path, 'small'), SMALL);
+    expect(small).toMatchObject({ scanned: SMALL, removed: SMALL, live: 0, bytesFreed: SMALL * BLOB, errors: 0 });
+    expect(readdirSync(join(d.path, 'small'))).toEqual([]);
 
-  const root = join(d.path, 'large');
-  const dry = await sweep(root, LARGE, true);
-  expect(dry).toMatchObject({ scanned: LARGE, removed: LARGE, live: 0, bytesFreed: LARGE * BLOB, errors: 0 });
-  // The dry run deleted nothing and created nothing: every lock file and directory is still there.
-  expect(readdirSync(root)).toHaveLength(2 * LARGE);
-  expect(existsSync(join(root, 's0', 'blob')) && existsSync(join(root, `lock-s${(LARGE - 1).toString(36)}`))).toBe(true);
+    const root = join(d.path, 'large');
+    const dry = await sweep(root, LARGE, true);
+    expect(dry).toMatchObject({ scanned: LARGE, removed: LARGE, live: 0, bytesFreed: LARGE * BLOB, errors: 0 });
+    // The dry run deleted nothing and created nothing: every lock file and directory is still there.
+    expect(readdirSync(root)).toHaveLength(2 * LARGE);
+    expect(existsSync(join(root, 's0', 'blob')) && existsSync(join(root, `lock-s${(LARGE - 1).toString(36)}`))).toBe(true);
 
-  const large = await sweep(root, null);
-  expect(large).toMatchObject({ scanned: LARGE, removed: LARGE, live: 0, bytesFreed: LARGE * BLOB, errors: 0 });
-  expect(readdirSync(root)).toEqual([]);
+    const large = await sweep(root, null);
+    expect(large).toMatchObject({ scanned: LARGE, removed: LARGE, live: 0, bytesFreed: LARGE * BLOB, errors: 0 });
+    expect(readdirSync(root)).toEqual([]);
 
-  const report = `heap growth: ${SMALL} -> ${(growth(small) / 1024).toFixed(0)} KiB, ${LARGE} dry -> ${(growth(dry) / 1024).toFixed(0)} KiB, ${LARGE} -> ${(growth(large) / 1024).toFixed(0)} KiB; sweep ms: ${small.ms.toFixed(0)}, ${dry.ms.toFixed(0)}, ${large.ms.toFixed(0)}`;
-  expect(growth(large), report).toBeLessThan(16 * MiB);
-  expect(growth(dry), report).toBeLessThan(16 * MiB);
-  // Independent of the count: 90k more entries add less than 12 bytes each.
-  expect(growth(large) - growth(small), report).toBeLessThan(1 * MiB);
-  expect(growth(dry) - growth(small), report).toBeLessThan(1 * MiB);
-  // The process as a whole (native buffers included) stays bounded too.
-  expect(large.rssPeak - large.rssBase, report).toBeLessThan(64 * MiB);
-}, shm ? 90_000 : 240_000);
+    const report = `heap growth: ${SMALL} -> ${(growth(small) / 1024).toFixed(0)} KiB, ${LARGE} dry -> ${(growth(dry) / 1024).toFixed(0)} KiB, ${LARGE} -> ${(growth(large) / 1024).toFixed(0)} KiB; sweep ms: ${small.ms.toFixed(0)}, ${dry.ms.toFixed(0)}, ${large.ms.toFixed(0)}`;
+    expect(growth(large), report).toBeLessThan(16 * MiB);
+    expect(growth(dry), report).toBeLessThan(16 * MiB);
+    // Independent of the count: 90k more entries add less than 12 bytes each.
+    expect(growth(large) - growth(small), report).toBeLessThan(1 * MiB);
+    expect(growth(dry) - growth(small), report).toBeLessThan(1 * MiB);
+    // The process as a whole (native buffers included) stays bounded too.
+    expect(large.rssPeak - large.rssBase, report).toBeLessThan(64 * MiB);
+  },
+  shm ? 90_000 : 240_000,
+);

@@ -33,7 +33,8 @@ function makeOutside(base: string): string {
 function state(outside: string): { tree: Record<string, string>; dirMtimes: Record<string, number> } {
   const dirMtimes: Record<string, number> = { '.': lstatSync(outside).mtimeMs };
   const tree = snapshot(outside);
-  for (const [rel, what] of Object.entries(tree)) if (what.startsWith('dir ')) dirMtimes[rel] = lstatSync(join(outside, rel)).mtimeMs;
+  for (const [rel, what] of Object.entries(tree))
+    if (what.startsWith('dir ')) dirMtimes[rel] = lstatSync(join(outside, rel)).mtimeMs;
   return { tree, dirMtimes };
 }
 
@@ -128,7 +129,13 @@ test('lock-<id> planted as a symlink to a file outside (with <id> a symlink to a
     // A lock path that is a symlink is never opened through: an error for that entry, the rest goes on.
     expect(report.errors.map((e) => e.path).sort()).toEqual(planted);
     for (const { error } of report.errors) expect(typeof (error as NodeJS.ErrnoException).code).toBe('string');
-    expect({ ...report, errors: report.errors.length }).toEqual({ scanned: 3 - sweep, removed: 1 - sweep, live: 0, bytesFreed: 16 * (1 - sweep), errors: 2 });
+    expect({ ...report, errors: report.errors.length }).toEqual({
+      scanned: 3 - sweep,
+      removed: 1 - sweep,
+      live: 0,
+      bytesFreed: 16 * (1 - sweep),
+      errors: 2,
+    });
     expect(state(outside)).toEqual(before);
   }
   // What is left in the root are the links, still pointing where they did; no file was written through them.

@@ -14,8 +14,26 @@
  * (test/fixtures/area-worker.mjs) creates the entry and exits without cleanup
  * or is SIGKILLed.
  */
-import { isLockError, LockError, StagingArea, tryLockPath, type RecoverProgress, type StagingDir, type StagingEntry } from '@x/staging';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  isLockError,
+  LockError,
+  StagingArea,
+  tryLockPath,
+  type RecoverProgress,
+  type StagingDir,
+  type StagingEntry,
+} from '@x/staging';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { rootNames, staleEntry, snapshot, worker } from './helpers/area.js';

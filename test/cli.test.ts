@@ -110,7 +110,13 @@ describe('run', () => {
     // Afterwards it is free; the file stays, with the last holder's record.
     const st = await xstage('status', '--json', lock);
     expect(st.code).toBe(0);
-    expect(JSON.parse(st.stdout)).toMatchObject({ kind: 'lock', path: lock, state: 'free', pid: inside.proc.pid, backend: 'kernel' });
+    expect(JSON.parse(st.stdout)).toMatchObject({
+      kind: 'lock',
+      path: lock,
+      state: 'free',
+      pid: inside.proc.pid,
+      backend: 'kernel',
+    });
   });
 
   test('127 when the command is not found; 126 when it cannot be executed; 66 when the lock file cannot be opened', async () => {
@@ -165,7 +171,10 @@ describe('run', () => {
       const marker = join(d.path, 'ran');
       const { child } = await holder('tryLock', lock);
       const waiting = xstageStart(['run', ...opts, lock, '--', ...touch(marker)]);
-      await Promise.race([blockedWaiter(lock), waiting.done.then((r) => Promise.reject(new Error(`xstage exited early: ${JSON.stringify(r)}`)))]);
+      await Promise.race([
+        blockedWaiter(lock),
+        waiting.done.then((r) => Promise.reject(new Error(`xstage exited early: ${JSON.stringify(r)}`))),
+      ]);
       expect(existsSync(marker)).toBe(false);
       expect(await child.finish()).toBe(0);
       const r = await waiting.done;
@@ -228,7 +237,14 @@ describe('status', () => {
     expect(held.stdout.endsWith('\n') && held.stdout.trim().split('\n')).toHaveLength(1);
     const h = JSON.parse(held.stdout) as Record<string, unknown>;
     expect(keys(h)).toEqual(LOCK_KEYS);
-    expect(h).toMatchObject({ kind: 'lock', path: lock, state: 'held', pid: child.proc.pid, hostname: hostname(), backend: 'kernel' });
+    expect(h).toMatchObject({
+      kind: 'lock',
+      path: lock,
+      state: 'held',
+      pid: child.proc.pid,
+      hostname: hostname(),
+      backend: 'kernel',
+    });
     expect(h.age).toEqual(expect.any(Number));
     expect(h.age as number).toBeGreaterThanOrEqual(0);
     expect(h.startedAt).toEqual(expect.any(Number));
@@ -239,12 +255,28 @@ describe('status', () => {
 
     const free = JSON.parse((await xstage('status', '--json', lock)).stdout) as Record<string, unknown>;
     expect(keys(free)).toEqual(LOCK_KEYS);
-    expect(free).toMatchObject({ kind: 'lock', path: lock, state: 'free', pid: child.proc.pid, hostname: hostname(), backend: 'kernel' });
+    expect(free).toMatchObject({
+      kind: 'lock',
+      path: lock,
+      state: 'free',
+      pid: child.proc.pid,
+      hostname: hostname(),
+      backend: 'kernel',
+    });
 
     const gone = join(d.path, 'never');
     const missing = await xstage('status', '--json', gone);
     expect(missing.code).toBe(0);
-    expect(JSON.parse(missing.stdout)).toEqual({ kind: 'lock', path: gone, state: 'missing', pid: null, hostname: null, backend: null, age: null, startedAt: null });
+    expect(JSON.parse(missing.stdout)).toEqual({
+      kind: 'lock',
+      path: gone,
+      state: 'missing',
+      pid: null,
+      hostname: null,
+      backend: null,
+      age: null,
+      startedAt: null,
+    });
     expect(existsSync(gone)).toBe(false);
   });
 
@@ -264,8 +296,23 @@ describe('status', () => {
     for (const e of doc.entries) expect(keys(e)).toEqual(ENTRY_KEYS);
     const byId = Object.fromEntries(doc.entries.map((e) => [e.id, e]));
     expect(Object.keys(byId).sort()).toEqual([live.id, stale.id, 'orphan'].sort());
-    expect(byId[live.id]).toMatchObject({ path: live.path, lockPath: live.lockPath, hasDir: true, state: 'held', pid: live.pid, hostname: hostname(), backend: 'kernel' });
-    expect(byId[stale.id]).toMatchObject({ path: stale.path, lockPath: stale.lockPath, hasDir: true, state: 'free', pid: stale.pid, backend: 'kernel' });
+    expect(byId[live.id]).toMatchObject({
+      path: live.path,
+      lockPath: live.lockPath,
+      hasDir: true,
+      state: 'held',
+      pid: live.pid,
+      hostname: hostname(),
+      backend: 'kernel',
+    });
+    expect(byId[stale.id]).toMatchObject({
+      path: stale.path,
+      lockPath: stale.lockPath,
+      hasDir: true,
+      state: 'free',
+      pid: stale.pid,
+      backend: 'kernel',
+    });
     expect(byId.orphan).toEqual({
       id: 'orphan',
       path: join(root, 'orphan'),
@@ -396,7 +443,12 @@ describe('a directory that is not a staging area', () => {
     writeFileSync(join(dir, '2024', 'a.jpg'), 'jpeg');
     writeFileSync(join(dir, 'notes.txt'), 'hi');
     const before = snapshot(dir);
-    for (const args of [['recover', dir], ['recover', '--json', dir], ['status', dir], ['status', '--json', dir]]) {
+    for (const args of [
+      ['recover', dir],
+      ['recover', '--json', dir],
+      ['status', dir],
+      ['status', '--json', dir],
+    ]) {
       const r = await xstage(...args);
       expect(r.code, args.join(' ')).toBe(66);
       expect(r.stderr).toMatch(/not a staging area/);
@@ -422,14 +474,14 @@ describe('demo', () => {
 });
 
 describe('run: a `--` after the lock path and the command belongs to the command', () => {
-  test.each([
-    [['run', 'L', 'echo', 'a', '--', 'b']],
-    [['run', 'L', '--', 'echo', 'a', '--', 'b']],
-  ])('%j prints "a -- b"', async (template) => {
-    await using d = await tempDir();
-    const L = join(d.path, 'L');
-    const r = await xstage(...template.map((a) => (a === 'L' ? L : a)));
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toBe('a -- b\n');
-  });
+  test.each([[['run', 'L', 'echo', 'a', '--', 'b']], [['run', 'L', '--', 'echo', 'a', '--', 'b']]])(
+    '%j prints "a -- b"',
+    async (template) => {
+      await using d = await tempDir();
+      const L = join(d.path, 'L');
+      const r = await xstage(...template.map((a) => (a === 'L' ? L : a)));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe('a -- b\n');
+    },
+  );
 });

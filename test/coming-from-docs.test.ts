@@ -40,8 +40,14 @@ describe('docs/coming-from.md', () => {
     expect(notes).toHaveLength(markedExamples().length);
     const quoted = (s: string) => [`'${s.replace(/'/g, "\\'")}'`, `"${s}"`];
     for (const [, suite, title] of notes) {
-      expect(quoted(suite!).some((q) => tests.includes(`describe(${q}`)), suite).toBe(true);
-      expect(quoted(title!).some((q) => tests.includes(`test(${q}`)), title).toBe(true);
+      expect(
+        quoted(suite!).some((q) => tests.includes(`describe(${q}`)),
+        suite,
+      ).toBe(true);
+      expect(
+        quoted(title!).some((q) => tests.includes(`test(${q}`)),
+        title,
+      ).toBe(true);
     }
   });
 });

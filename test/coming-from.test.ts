@@ -14,17 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, test } from 'vitest';
-import {
-  FileLock,
-  isLockError,
-  isProcessAlive,
-  kernelLocks,
-  lock,
-  LockError,
-  readOwner,
-  tryLock,
-  withLock,
-} from '@x/core';
+import { FileLock, isLockError, isProcessAlive, kernelLocks, lock, LockError, readOwner, tryLock, withLock } from '@x/core';
 import { createAndLock, tryLockPath } from '@x/staging';
 import { holder, pyLockf, reapAll, start, type Child } from './helpers/child.js';
 import { lockErrorOf, within } from './helpers/core-util.js';
@@ -232,7 +222,7 @@ describe('vorma kit/lockfile PIDLock', () => {
     expect(existsSync(join(d.path, 'a', 'b'))).toBe(true);
   });
 
-  test('OnLeaseLost -> onCompromised once and held.signal; Release() never removes the new owner\'s file', async () => {
+  test("OnLeaseLost -> onCompromised once and held.signal; Release() never removes the new owner's file", async () => {
     await using d = await tempDir();
     const p = join(d.path, '.wave-dev.lock');
     const lost: LockError[] = [];
@@ -697,7 +687,11 @@ describe('proper-lockfile', () => {
     await using d = await tempDir();
     const file = join(d.path, 'state.json');
     const reported: string[] = [];
-    await saveWithLease(file, async () => 'v1', (e) => reported.push(e.code));
+    await saveWithLease(
+      file,
+      async () => 'v1',
+      (e) => reported.push(e.code),
+    );
     expect(await readFile(file, 'utf8')).toBe('v1');
     expect(existsSync(`${file}.lock`)).toBe(false);
     const err = await lockErrorOf(
@@ -716,7 +710,7 @@ describe('proper-lockfile', () => {
     expect(await readFile(file, 'utf8')).toBe('v1');
   });
 
-  test('inside `await using`, a lost lease surfaces as a SuppressedError whose `error` is the release\'s ECOMPROMISED', async () => {
+  test("inside `await using`, a lost lease surfaces as a SuppressedError whose `error` is the release's ECOMPROMISED", async () => {
     await using d = await tempDir();
     const p = join(d.path, 'state.json.lock');
     const err = await (async () => {

@@ -251,11 +251,7 @@ describe('the unlink race (SPEC 3.3 item 2: re-check the inode after locking)', 
     }
     for (const c of children) expect(await c.line()).toBe('ready');
     for (const c of children) c.proc.stdin!.write('go\n');
-    const reports = await within(
-      Promise.all(children.map((c) => c.line())),
-      45_000,
-      'the stress children',
-    );
+    const reports = await within(Promise.all(children.map((c) => c.line())), 45_000, 'the stress children');
     let doubles = 0;
     for (const r of reports) {
       expect(r).toMatch(/^done /);
@@ -284,9 +280,7 @@ describe('waits stay off the threadpool (SPEC 3.3 item 4)', () => {
       const waits = paths.map((q, i) => lock(q, { ...kernel, signal: controllers[i]!.signal, timeout: 600_000 }));
       const states = waits.map(track);
       for (let round = 0; round < 5; round++) {
-        await Promise.all(
-          Array.from({ length: 8 }, () => within(stat(d.path), 1_000, 'fs.promises.stat with 16 pending waits')),
-        );
+        await Promise.all(Array.from({ length: 8 }, () => within(stat(d.path), 1_000, 'fs.promises.stat with 16 pending waits')));
       }
       expect(states.every((s) => !s.settled)).toBe(true);
       const reasons = controllers.map((c, i) => {

@@ -132,11 +132,7 @@ test('inside withLock(p), lock(p), tryLock(p) and withLock(p) reject ELOCKED at 
       );
       expect((await lockErrorOf(later.pending)).code).toBe('ELOCKED');
       // Another path is fine, and nesting it keeps p detected.
-      const nested = await withLock(
-        q,
-        async () => (await lockErrorOf(lock(p, { ...kernel, timeout: 3_000 }))).code,
-        kernel,
-      );
+      const nested = await withLock(q, async () => (await lockErrorOf(lock(p, { ...kernel, timeout: 3_000 }))).code, kernel);
       expect(nested).toBe('ELOCKED');
       expect(held.signal.aborted).toBe(false);
       return 'done';

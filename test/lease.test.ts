@@ -118,7 +118,10 @@ describe('lease backend', () => {
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');
     // Another host's record: its pid means nothing here, so only the age rule applies.
-    writeFileSync(p, JSON.stringify({ v: 1, backend: 'lease', pid: 1, hostname: `not-${hostname()}`, createdAt: Date.now() }) + '\n');
+    writeFileSync(
+      p,
+      JSON.stringify({ v: 1, backend: 'lease', pid: 1, hostname: `not-${hostname()}`, createdAt: Date.now() }) + '\n',
+    );
     const t0 = performance.now();
     await expect(tryLock(p, { backend: 'lease', staleAfter: 300 })).rejects.toMatchObject({ code: 'ELOCKED' });
     const held = await lock(p, { backend: 'lease', staleAfter: 300, pollInterval: 25, timeout: 10_000 });

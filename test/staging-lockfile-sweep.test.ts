@@ -36,9 +36,7 @@ interface SweeperDone {
 
 async function race(filter: 'lock-' | 'all'): Promise<void> {
   await using d = await tempDir();
-  const sweepers = await Promise.all(
-    Array.from({ length: SWEEPERS }, () => startReady('staging-sweeper.mjs', [d.path, filter])),
-  );
+  const sweepers = await Promise.all(Array.from({ length: SWEEPERS }, () => startReady('staging-sweeper.mjs', [d.path, filter])));
   const creator = start(process.execPath, [fixture('staging-creator.mjs'), d.path, String(CREATES), 'lock-']);
   const made = await doneOf<CreatorDone>(creator);
   // Fails fast: the creator stops at its 5th violation and reports them.

@@ -40,7 +40,10 @@ test(`${CONTENDERS} processes × ${EACH} tryLockPath/unlockAndDelete cycles on o
   const results = await Promise.all(
     children.map(async (c) => {
       const done = await doneOf<ContenderDone>(c);
-      expect(done, `pid ${c.proc.pid}: ${done.violations} violation(s) after ${done.held} holds: ${JSON.stringify(done.details)}`).toMatchObject({
+      expect(
+        done,
+        `pid ${c.proc.pid}: ${done.violations} violation(s) after ${done.held} holds: ${JSON.stringify(done.details)}`,
+      ).toMatchObject({
         held: EACH,
         violations: 0,
       });

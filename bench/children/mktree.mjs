@@ -31,7 +31,9 @@ async function learn(area) {
   await entry.cleanup();
   const n = lockName ? commonSuffix(lockName, dirName) : 0;
   if (n < 6) {
-    process.stderr.write(`mktree: cannot learn the entry naming from '${lockName}' / '${dirName}'; using SPEC's lock-<id> / <id>\n`);
+    process.stderr.write(
+      `mktree: cannot learn the entry naming from '${lockName}' / '${dirName}'; using SPEC's lock-<id> / <id>\n`,
+    );
     return { lockPrefix: 'lock-', dirPrefix: '' };
   }
   return { lockPrefix: lockName.slice(0, -n), dirPrefix: dirName.slice(0, -n) };

@@ -20,7 +20,8 @@ export class Child {
       this.proc.once('exit', (code, signal) => {
         live.delete(this);
         this.exited = { code, signal };
-        for (const w of this.waiters.splice(0)) w.reject(new Error(`${this.name}: exited (${signal ?? code}) while a line was expected`));
+        for (const w of this.waiters.splice(0))
+          w.reject(new Error(`${this.name}: exited (${signal ?? code}) while a line was expected`));
         resolve(this.exited);
       }),
     );
@@ -111,7 +112,10 @@ export function buildFloor(outDir) {
 /** Runs the floor binary; returns its per-op durations in µs. */
 export function runFloor(bin, args) {
   const out = execFileSync(bin, args.map(String), { encoding: 'utf8', maxBuffer: 64 << 20 });
-  return out.trim().split('\n').map((l) => Number(l) / 1000);
+  return out
+    .trim()
+    .split('\n')
+    .map((l) => Number(l) / 1000);
 }
 
 /** Whether python3 runs here. */

@@ -42,10 +42,14 @@ function cyclePanel(result, y0) {
     const y = top + i * rowH;
     const color = ROLE_COLOR[r.role] ?? ROLE_COLOR.peer;
     out.push(text(LABEL - 8, y + 14, r.name, `text-anchor="end" class="${r.role === 'ours' ? 'b' : ''}"`));
-    out.push(`<rect x="${LABEL}" y="${y + 4}" width="${Math.max(1, scale(r.median)).toFixed(1)}" height="${rowH - 8}" fill="${color}"/>`);
+    out.push(
+      `<rect x="${LABEL}" y="${y + 4}" width="${Math.max(1, scale(r.median)).toFixed(1)}" height="${rowH - 8}" fill="${color}"/>`,
+    );
     const [a, b] = [LABEL + scale(r.p10), LABEL + scale(r.p90)];
     const m = y + rowH / 2;
-    out.push(`<path d="M${a.toFixed(1)} ${m}H${b.toFixed(1)}M${a.toFixed(1)} ${m - 4}V${m + 4}M${b.toFixed(1)} ${m - 4}V${m + 4}" stroke="#333" fill="none"/>`);
+    out.push(
+      `<path d="M${a.toFixed(1)} ${m}H${b.toFixed(1)}M${a.toFixed(1)} ${m - 4}V${m + 4}M${b.toFixed(1)} ${m - 4}V${m + 4}" stroke="#333" fill="none"/>`,
+    );
     out.push(text(Math.min(b + 6, W - 40), y + 14, fmt(r.median), 'class="small"'));
   });
   return { svg: out, bottom: top + height + 24 };
@@ -68,10 +72,16 @@ function handoffPanel(result, y0) {
   }
   rows.forEach((r, i) => {
     const color = r.role === 'ours' ? ROLE_COLOR.ours : LINE_COLORS[(i + 2) % LINE_COLORS.length];
-    const d = r.cdf.map(([v, f], j) => `${j ? 'L' : 'M'}${(x0 + scale(v)).toFixed(1)} ${(top + height - f * height).toFixed(1)}`).join('');
-    out.push(`<path d="${d}" stroke="${r.role === 'floor' ? ROLE_COLOR.floor : color}" stroke-width="${r.role === 'ours' ? 2.5 : 1.5}" fill="none"/>`);
+    const d = r.cdf
+      .map(([v, f], j) => `${j ? 'L' : 'M'}${(x0 + scale(v)).toFixed(1)} ${(top + height - f * height).toFixed(1)}`)
+      .join('');
+    out.push(
+      `<path d="${d}" stroke="${r.role === 'floor' ? ROLE_COLOR.floor : color}" stroke-width="${r.role === 'ours' ? 2.5 : 1.5}" fill="none"/>`,
+    );
     const ly = top + 12 + i * 16;
-    out.push(`<rect x="${x0 + width - 300}" y="${ly - 9}" width="12" height="4" fill="${r.role === 'floor' ? ROLE_COLOR.floor : color}"/>`);
+    out.push(
+      `<rect x="${x0 + width - 300}" y="${ly - 9}" width="12" height="4" fill="${r.role === 'floor' ? ROLE_COLOR.floor : color}"/>`,
+    );
     out.push(text(x0 + width - 282, ly - 3, `${r.name}: median ${fmt(r.median)}, p99 ${fmt(r.p99)} ms`, 'class="small"'));
   });
   return { svg: out, bottom: top + height + 30 };
@@ -81,7 +91,14 @@ function handoffPanel(result, y0) {
 export function renderChart({ meta, results }) {
   const parts = [];
   let y = 28;
-  parts.push(text(20, y, `xlock bench (${meta.mode}) — ${meta.date.slice(0, 10)}, node ${meta.node}, ${meta.cpus}, ${meta.fs}`, 'class="t"'));
+  parts.push(
+    text(
+      20,
+      y,
+      `xlock bench (${meta.mode}) — ${meta.date.slice(0, 10)}, node ${meta.node}, ${meta.cpus}, ${meta.fs}`,
+      'class="t"',
+    ),
+  );
   y += 30;
   for (const [key, panel] of [
     ['cycle', cyclePanel],

@@ -57,7 +57,13 @@ export function renderTable(result) {
   if (key && floor) cols.push({ key: 'xFloor', label: `x floor`, ratio: true });
   if (key && baseline) cols.push({ key: 'xBaseline', label: `x p-lockfile`, ratio: true });
   const cells = result.rows.map((row) =>
-    cols.map((c) => (c.key === 'name' ? `${row.role === 'floor' ? '* ' : row.role === 'ours' ? '> ' : '  '}${row.name}` : c.ratio ? fmtRatio(row[c.key]) : fmt(row[c.key]))),
+    cols.map((c) =>
+      c.key === 'name'
+        ? `${row.role === 'floor' ? '* ' : row.role === 'ours' ? '> ' : '  '}${row.name}`
+        : c.ratio
+          ? fmtRatio(row[c.key])
+          : fmt(row[c.key]),
+    ),
   );
   const header = cols.map((c) => c.label);
   const width = cols.map((_, i) => Math.max(header[i].length, ...cells.map((r) => r[i].length)));

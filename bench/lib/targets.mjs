@@ -40,7 +40,14 @@ export function evaluateTargets(results) {
   const ours1 = row(c1, cycle.OURS);
   const floor1 = row(c1, cycle.FLOOR);
   const plf1 = row(c1, cycle.PLF);
-  check(t, { metric: 1, what: 'kernel cycle (async API) / C floor', value: ours1?.xFloor, limit: 1.5, unit: 'x', detail: ours1 && `${fmt(ours1.median)} µs vs ${fmt(floor1.median)} µs` });
+  check(t, {
+    metric: 1,
+    what: 'kernel cycle (async API) / C floor',
+    value: ours1?.xFloor,
+    limit: 1.5,
+    unit: 'x',
+    detail: ours1 && `${fmt(ours1.median)} µs vs ${fmt(floor1.median)} µs`,
+  });
   check(t, {
     metric: 1,
     what: 'proper-lockfile async cycle / ours',
@@ -50,11 +57,25 @@ export function evaluateTargets(results) {
     unit: 'x',
   });
   const lease1 = row(c1, cycle.LEASE);
-  check(t, { metric: '1b', what: 'lease cycle / C floor', value: lease1?.xFloor, limit: 5, unit: 'x', detail: c1 && !lease1 ? 'lease backend not available yet' : undefined });
+  check(t, {
+    metric: '1b',
+    what: 'lease cycle / C floor',
+    value: lease1?.xFloor,
+    limit: 5,
+    unit: 'x',
+    detail: c1 && !lease1 ? 'lease backend not available yet' : undefined,
+  });
 
   const ours2 = row(c2, create.OURS);
   const floor2 = row(c2, create.FLOOR);
-  check(t, { metric: 2, what: 'createAndLock+unlockAndDelete / gap-free C floor', value: ours2?.xFloor, limit: 1.5, unit: 'x', detail: ours2 && `${fmt(ours2.median)} µs vs ${fmt(floor2.median)} µs` });
+  check(t, {
+    metric: 2,
+    what: 'createAndLock+unlockAndDelete / gap-free C floor',
+    value: ours2?.xFloor,
+    limit: 1.5,
+    unit: 'x',
+    detail: ours2 && `${fmt(ours2.median)} µs vs ${fmt(floor2.median)} µs`,
+  });
 
   const ours3 = row(c3, handoff.OURS);
   check(t, { metric: 3, what: 'hand-off median (kernel)', value: ours3?.median, limit: 0.15, unit: 'ms' });
@@ -64,7 +85,14 @@ export function evaluateTargets(results) {
   const ours4 = row(c4, takeover.OURS);
   check(t, { metric: 4, what: 'crash takeover median (kernel)', value: ours4?.median, limit: 5, unit: 'ms' });
   const lease4 = row(c4, takeover.LEASE);
-  check(t, { metric: 4, what: 'crash takeover median (lease, owner provably dead)', value: lease4?.median, limit: 10, unit: 'ms', detail: c4 && !lease4 ? 'lease backend not available yet' : undefined });
+  check(t, {
+    metric: 4,
+    what: 'crash takeover median (lease, owner provably dead)',
+    value: lease4?.median,
+    limit: 10,
+    unit: 'ms',
+    detail: c4 && !lease4 ? 'lease backend not available yet' : undefined,
+  });
   const short4 = rowStarting(c4, takeover.LEASE_SHORT);
   const staleAfter = short4 && Number(/staleAfter (\d+)/.exec(short4.name)?.[1]);
   check(t, {
@@ -83,14 +111,27 @@ export function evaluateTargets(results) {
   }
 
   if (c6?.skipped || !c6) {
-    t.push({ metric: 6, what: 'recover throughput and memory', status: 'n/a', detail: c6?.skipped ?? 'not measured in this run' });
+    t.push({
+      metric: 6,
+      what: 'recover throughput and memory',
+      status: 'n/a',
+      detail: c6?.skipped ?? 'not measured in this run',
+    });
   } else {
     const ours6 = c6.rows.filter((r) => r.method === 'ours');
-    if (!ours6.length) t.push({ metric: 6, what: 'recover throughput and memory', status: 'n/a', detail: 'no StagingArea: reference rows only' });
+    if (!ours6.length)
+      t.push({ metric: 6, what: 'recover throughput and memory', status: 'n/a', detail: 'no StagingArea: reference rows only' });
     for (const r of ours6) {
       const shape = r.name.split(' — ')[1];
       check(t, { metric: 6, what: `recover / plain loop (${shape})`, value: r.xPlain, limit: 0.5, atLeast: true, unit: 'x' });
-      check(t, { metric: 6, what: `recover / fs-native-extensions loop (${shape})`, value: r.xFsnx, limit: 2, atLeast: true, unit: 'x' });
+      check(t, {
+        metric: 6,
+        what: `recover / fs-native-extensions loop (${shape})`,
+        value: r.xFsnx,
+        limit: 2,
+        atLeast: true,
+        unit: 'x',
+      });
     }
     const small = ours6.find((r) => r.stale === 10_000 && !r.live);
     const big = ours6.find((r) => r.stale === 100_000 && !r.live);
@@ -105,9 +146,22 @@ export function evaluateTargets(results) {
   }
 
   const ours7 = row(c7, contend.OURS);
-  check(t, { metric: 7, what: 'contention: acquisitions/s (4 processes)', value: ours7?.rate, limit: 5000, atLeast: true, unit: '/s' });
+  check(t, {
+    metric: 7,
+    what: 'contention: acquisitions/s (4 processes)',
+    value: ours7?.rate,
+    limit: 5000,
+    atLeast: true,
+    unit: '/s',
+  });
   check(t, { metric: 7, what: 'contention: max wait', value: ours7?.maxWait, limit: 100, unit: 'ms' });
-  check(t, { metric: 7, what: 'contention: fewest / mean acquisitions of a process', value: ours7?.fairness, limit: 0.5, atLeast: true });
+  check(t, {
+    metric: 7,
+    what: 'contention: fewest / mean acquisitions of a process',
+    value: ours7?.fairness,
+    limit: 0.5,
+    atLeast: true,
+  });
   if (ours7) {
     t.push({
       metric: 7,

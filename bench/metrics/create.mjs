@@ -53,6 +53,8 @@ export async function run(ctx) {
     columns: distributionColumns,
     ratio: { key: 'median', floor: FLOOR },
     rows: cases.map((c) => ({ name: c.name, role: c.role, ...summarize(samples.get(c.name)) })),
-    notes: ['ours also writes an owner record before publishing (the "+ owner record" row is the same sequence in C); O_EXCL rows are not gap-free and lock nothing: reference only'],
+    notes: [
+      'ours also writes an owner record before publishing (the "+ owner record" row is the same sequence in C); O_EXCL rows are not gap-free and lock nothing: reference only',
+    ],
   };
 }

@@ -41,8 +41,12 @@ export async function run(ctx) {
   const notes = [];
   const cases = [
     floorCase(FLOOR, ctx.floorBin, (n) => ['cycle', 'record', p('c-record.lock'), n]),
-    floorCase('C: open+OFD lock+close (no record)', ctx.floorBin, (n) => ['cycle', 'bare', p('c-bare.lock'), n], { role: 'info' }),
-    floorCase('C: floor + fstat/lstat inode check', ctx.floorBin, (n) => ['cycle', 'full', p('c-full.lock'), n], { role: 'info' }),
+    floorCase('C: open+OFD lock+close (no record)', ctx.floorBin, (n) => ['cycle', 'bare', p('c-bare.lock'), n], {
+      role: 'info',
+    }),
+    floorCase('C: floor + fstat/lstat inode check', ctx.floorBin, (n) => ['cycle', 'full', p('c-full.lock'), n], {
+      role: 'info',
+    }),
     nodeCase(
       OURS,
       async () => {
@@ -71,11 +75,7 @@ export async function run(ctx) {
       const release = await plf.lock(p('plf-async'), { realpath: false });
       await release();
     }),
-    nodeCase(
-      'proper-lockfile lockSync+unlock (sync)',
-      () => plf.lockSync(p('plf-sync'), { realpath: false })(),
-      { sync: true },
-    ),
+    nodeCase('proper-lockfile lockSync+unlock (sync)', () => plf.lockSync(p('plf-sync'), { realpath: false })(), { sync: true }),
     nodeCase('lockfile (npm) lock+unlock (async)', async () => {
       await lfLock(p('lockfile.lock'), {});
       await lfUnlock(p('lockfile.lock'));
@@ -110,7 +110,9 @@ export async function run(ctx) {
     ),
   );
   const s = ctx.settings.cycle;
-  ctx.log(`cycle: ${cases.length} cases x ${s.rounds} rounds (+1 warm-up), up to ${s.maxOps} ops / ${s.budgetMs} ms per case per round`);
+  ctx.log(
+    `cycle: ${cases.length} cases x ${s.rounds} rounds (+1 warm-up), up to ${s.maxOps} ops / ${s.budgetMs} ms per case per round`,
+  );
   const samples = await interleave(cases, s);
   notes.push(
     'per-op samples over all rounds; the floor writes a record of the size ours writes; "x floor" and "x p-lockfile" divide medians',

@@ -51,7 +51,9 @@ export async function run(ctx) {
     c.long = [];
   }
   const perBlock = Math.ceil(s.handoffs / s.blocks);
-  ctx.log(`handoff: ${cases.length} methods x ${s.blocks} blocks x ${perBlock} hand-offs, then ${s.longWaits} x ${s.longMs} ms waits each`);
+  ctx.log(
+    `handoff: ${cases.length} methods x ${s.blocks} blocks x ${perBlock} hand-offs, then ${s.longWaits} x ${s.longMs} ms waits each`,
+  );
   try {
     for (let b = 0; b < s.blocks; b++) {
       for (let k = 0; k < cases.length; k++) {
@@ -66,7 +68,7 @@ export async function run(ctx) {
   return {
     id,
     title: '3. Hand-off latency between two processes',
-    unit: 'ms from the holder\'s release call to the waiter\'s acquisition; CPU = waiter\'s user+sys CPU ms per second waited',
+    unit: "ms from the holder's release call to the waiter's acquisition; CPU = waiter's user+sys CPU ms per second waited",
     columns: [
       { key: 'n', label: 'n' },
       { key: 'median', label: 'median' },

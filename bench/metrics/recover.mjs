@@ -50,7 +50,9 @@ export async function run(ctx) {
         results.get(m.method).push(res);
         const expectRemoved = m.method === 'plain' ? res.removed : c.stale;
         if (res.removed !== expectRemoved) {
-          notes.push(`${m.label}, ${shape(c)}: removed ${res.removed} entries, expected ${expectRemoved} (live ${res.live}, errors ${res.errors})`);
+          notes.push(
+            `${m.label}, ${shape(c)}: removed ${res.removed} entries, expected ${expectRemoved} (live ${res.live}, errors ${res.errors})`,
+          );
         }
       }
     }

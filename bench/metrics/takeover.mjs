@@ -60,7 +60,10 @@ export async function run(ctx) {
   const notes = [];
   const plfStale = s.plfStale ?? 10_000;
   const plfUpdate = Math.max(plfStale / 2, 1000); // its default refresh period
-  const nodeHolder = (method, options = {}) => (p) => Child.node('hold.mjs', [method, JSON.stringify(options), p]);
+  const nodeHolder =
+    (method, options = {}) =>
+    (p) =>
+      Child.node('hold.mjs', [method, JSON.stringify(options), p]);
   const pyHolder = (p) => Child.python('hold.py', [p]);
   const soon = () => randInt(0, 20);
   const kernel = { n: s.kernelSamples, killDelay: soon };
@@ -69,7 +72,13 @@ export async function run(ctx) {
     cases.push(
       { ...kernel, name: FLOOR, role: 'floor', holder: pyHolder, wait: python },
       { ...kernel, name: 'python lockf waiter, ours holder (kernel)', role: 'info', holder: nodeHolder('ours'), wait: python },
-      { ...kernel, name: 'ours lock() waiting, python holder', role: 'info', holder: pyHolder, wait: here((p) => waiting.ours(p)) },
+      {
+        ...kernel,
+        name: 'ours lock() waiting, python holder',
+        role: 'info',
+        holder: pyHolder,
+        wait: here((p) => waiting.ours(p)),
+      },
     );
   }
   cases.push(
@@ -91,7 +100,13 @@ export async function run(ctx) {
         }
       }),
     },
-    { ...kernel, name: 'fs-native-extensions waitForLock, its holder', role: 'peer', holder: nodeHolder('fsnx'), wait: here((p) => waiting.fsnx(p)) },
+    {
+      ...kernel,
+      name: 'fs-native-extensions waitForLock, its holder',
+      role: 'peer',
+      holder: nodeHolder('fsnx'),
+      wait: here((p) => waiting.fsnx(p)),
+    },
     {
       name: `${PLF}, stale ${plfStale} ms`,
       role: 'peer',
@@ -108,11 +123,19 @@ export async function run(ctx) {
       [LEASE, { backend: 'lease' }],
       [`${LEASE_SHORT} ${s.leaseStaleAfter} ms)`, { backend: 'lease', staleAfter: s.leaseStaleAfter }],
     ]) {
-      cases.push({ ...kernel, name, role: 'ours', holder: nodeHolder('ours', { backend: 'lease' }), wait: here((p) => waiting.ours(p, options)) });
+      cases.push({
+        ...kernel,
+        name,
+        role: 'ours',
+        holder: nodeHolder('ours', { backend: 'lease' }),
+        wait: here((p) => waiting.ours(p, options)),
+      });
     }
   }
   const rounds = Math.max(...cases.map((c) => c.n));
-  ctx.log(`takeover: ${cases.length} cases, up to ${rounds} SIGKILLs each (proper-lockfile: ${s.plfSamples}, stale ${plfStale} ms)`);
+  ctx.log(
+    `takeover: ${cases.length} cases, up to ${rounds} SIGKILLs each (proper-lockfile: ${s.plfSamples}, stale ${plfStale} ms)`,
+  );
   let seq = 0;
   const samples = new Map(cases.map((c) => [c.name, []]));
   for (let r = 0; r < rounds; r++) {
@@ -123,7 +146,7 @@ export async function run(ctx) {
   }
   notes.push(
     `proper-lockfile: stale ${plfStale} ms${s.plfStale ? ' (set for --quick; its default is 10000)' : ' (its default)'}, mtime refreshed every ${plfUpdate} ms; the kill lands at a random point of that refresh period`,
-    'the time includes the killed holder\'s teardown (the kernel drops its locks after unmapping its memory): compare the python-holder and python-waiter rows',
+    "the time includes the killed holder's teardown (the kernel drops its locks after unmapping its memory): compare the python-holder and python-waiter rows",
     'lease holders record the default lease; the short-staleAfter row sets staleAfter on the waiter; a dead owner on this host is provably dead for both',
   );
   return {

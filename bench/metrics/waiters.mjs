@@ -43,7 +43,16 @@ export async function run(ctx) {
   }
   const row = (name, role, lat, eld, eldMax) => {
     const st = summarize(lat);
-    return { name, role, n: st.n, median: st.median, p99: st.p99, max: st.max, eldP99: Math.max(...eld), eldMax: Math.max(...eldMax) };
+    return {
+      name,
+      role,
+      n: st.n,
+      median: st.median,
+      p99: st.p99,
+      max: st.max,
+      eldP99: Math.max(...eld),
+      eldMax: Math.max(...eldMax),
+    };
   };
   return {
     id,
@@ -70,6 +79,8 @@ export async function run(ctx) {
         ),
       ),
     ],
-    notes: ['each (case, block) runs in a fresh child; baseline = the same child before its waits start; event-loop delay measured with a 1 ms resolution timer'],
+    notes: [
+      'each (case, block) runs in a fresh child; baseline = the same child before its waits start; event-loop delay measured with a 1 ms resolution timer',
+    ],
   };
 }

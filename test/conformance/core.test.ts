@@ -9,15 +9,7 @@ import { afterEach, expect, test, vi } from 'vitest';
 import { FileLock, isLockError, lock, LockError, readOwner, tryLock, withLock } from '@x/core';
 import { fixture, holder, reapAll, start, type Child } from '../helpers/child.js';
 import { tempDir } from '../helpers/tmp.js';
-import {
-  abortListeners,
-  lockErrorOf,
-  rejectionOf,
-  tick,
-  timerProbe,
-  track,
-  within,
-} from '../helpers/core-util.js';
+import { abortListeners, lockErrorOf, rejectionOf, tick, timerProbe, track, within } from '../helpers/core-util.js';
 import { backends, describeBackend } from './describe-backend.js';
 
 afterEach(reapAll);

@@ -177,7 +177,12 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
       // The record is written before we return, even after a wait where it
       // costs a good part of the hand-off: written later, it would meanwhile
       // name the previous (often dead) holder to readOwner, ELOCKED, status.
-      const fd = await acquireKernel(abs, o, scope && (() => (scope.cancellable ? scope.signal : undefined)), o.shared ? undefined : pid);
+      const fd = await acquireKernel(
+        abs,
+        o,
+        scope && (() => (scope.cancellable ? scope.signal : undefined)),
+        o.shared ? undefined : pid,
+      );
       return new FileLock(token, abs, { kind: 'kernel', fd, remove: o.removeOnRelease ?? false }, o);
     }
     const box: { handle?: FileLock } = {};
@@ -277,11 +282,7 @@ export function lock(path: string, options?: LockOptions): Promise<FileLock> {
  * });
  * ```
  */
-export async function withLock<T>(
-  path: string,
-  fn: (held: FileLock) => T | PromiseLike<T>,
-  options?: LockOptions,
-): Promise<T> {
+export async function withLock<T>(path: string, fn: (held: FileLock) => T | PromiseLike<T>, options?: LockOptions): Promise<T> {
   if (typeof fn !== 'function') throw new TypeError(`Expected \`fn\` to be a function, got ${show(fn)}`);
   const held = await acquire(path, options, true);
   const outer = inside.getStore();
@@ -332,11 +333,7 @@ export interface CreateLockedOptions {
  * await held.release(); // deletes it
  * ```
  */
-export async function createLocked(
-  dir: string,
-  nameFor: () => string,
-  options?: CreateLockedOptions,
-): Promise<FileLock> {
+export async function createLocked(dir: string, nameFor: () => string, options?: CreateLockedOptions): Promise<FileLock> {
   const abs = resolve(checkPath(dir, 'dir'));
   if (typeof nameFor !== 'function') throw new TypeError(`Expected \`nameFor\` to be a function, got ${show(nameFor)}`);
   if (options !== undefined && (typeof options !== 'object' || options === null)) {
@@ -346,7 +343,8 @@ export async function createLocked(
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw new TypeError(`Unknown option \`${unknown}\` (known: mode, attempts, removeOnRelease)`);
   const o = checkOptions({ mode, removeOnRelease });
-  if (!Number.isSafeInteger(attempts) || attempts < 1) throw new TypeError(`Expected \`attempts\` to be a positive integer, got ${show(attempts)}`);
+  if (!Number.isSafeInteger(attempts) || attempts < 1)
+    throw new TypeError(`Expected \`attempts\` to be a positive integer, got ${show(attempts)}`);
   const name = (): string => {
     const n = nameFor();
     if (typeof n !== 'string' || n.length === 0 || n.includes('/') || n.includes('\0') || n === '.' || n === '..') {

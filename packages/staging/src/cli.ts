@@ -15,7 +15,8 @@ import { lstat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AREA_MARKER, StagingArea, type RecoverProgress, type StagingEntry } from './area.js';
+import { AREA_MARKER, StagingArea, type StagingEntry } from './area.js';
+import type { RecoverProgress } from './sweep.js';
 import { demoWorker, runDemo } from './demo.js';
 import { errnoOf } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
@@ -182,12 +183,16 @@ async function cmdRun(args: string[]): Promise<number> {
     command = args.slice(i + 1);
   }
   const { values, positionals } = parse(head, { wait: { type: 'boolean' }, timeout: { type: 'string' } });
-  if (values.help) return out(usages.run!), 0;
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <lockpath>' : `unexpected argument '${positionals[1]}' (put the command after --)`);
+  if (values.help) return (out(usages.run!), 0);
+  if (positionals.length !== 1)
+    throw new UsageError(
+      positionals.length === 0 ? 'missing <lockpath>' : `unexpected argument '${positionals[1]}' (put the command after --)`,
+    );
   if (command.length === 0) throw new UsageError('missing the command to run (after --)');
   let timeoutMs = Infinity;
   if (values.timeout !== undefined) {
-    if (!/^(\d+\.?\d*|\.\d+)$/.test(values.timeout)) throw new UsageError(`--timeout expects a number of seconds (decimals allowed), got '${values.timeout}'`);
+    if (!/^(\d+\.?\d*|\.\d+)$/.test(values.timeout))
+      throw new UsageError(`--timeout expects a number of seconds (decimals allowed), got '${values.timeout}'`);
     timeoutMs = Number(values.timeout) * 1000;
     if (!Number.isFinite(timeoutMs)) throw new UsageError(`--timeout is too large: '${values.timeout}'`);
   }
@@ -280,8 +285,9 @@ function ownerFields(owner: LockOwner | null) {
 
 async function cmdStatus(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, { json: { type: 'boolean' } });
-  if (values.help) return out(usages.status!), 0;
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <path|root>' : `unexpected argument '${positionals[1]}'`);
+  if (values.help) return (out(usages.status!), 0);
+  if (positionals.length !== 1)
+    throw new UsageError(positionals.length === 0 ? 'missing <path|root>' : `unexpected argument '${positionals[1]}'`);
   const path = resolve(positionals[0]!);
   let st;
   try {
@@ -301,7 +307,8 @@ async function cmdStatus(args: string[]): Promise<number> {
   }
   const o = probe.owner;
   const backend = o?.backend ? ` (${o.backend} lock)` : '';
-  if (probe.state === 'held') out(`${path}: held${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}\n`);
+  if (probe.state === 'held')
+    out(`${path}: held${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}\n`);
   else if (probe.state === 'free') out(`${path}: free${o?.pid ? ` (last held${holderText(o)}, ${seconds(o.age)} ago)` : ''}\n`);
   else if (probe.state === 'missing') out(`${path}: missing (no lock file)\n`);
   else out(`${path}: unknown (${probe.error?.message ?? 'the probe failed'})\n`);
@@ -330,7 +337,9 @@ async function statusRoot(root: string, json: boolean): Promise<number> {
     try {
       for await (const e of area.list()) {
         count(e);
-        out(`${first ? '' : ','}${JSON.stringify({ id: e.id, path: e.path, lockPath: e.lockPath, hasDir: e.hasDir, state: e.state, ...ownerFields(e.owner) })}`);
+        out(
+          `${first ? '' : ','}${JSON.stringify({ id: e.id, path: e.path, lockPath: e.lockPath, hasDir: e.hasDir, state: e.state, ...ownerFields(e.owner) })}`,
+        );
         first = false;
       }
     } finally {
@@ -342,7 +351,9 @@ async function statusRoot(root: string, json: boolean): Promise<number> {
   let header = false;
   for await (const e of area.list()) {
     if (!header) {
-      out(`  ${'STATE'.padEnd(8)} ${'ID'.padEnd(14)} ${'PID'.padEnd(8)} ${'HOST'.padEnd(12)} ${'BACKEND'.padEnd(8)} ${'AGE'.padEnd(8)} DIR\n`);
+      out(
+        `  ${'STATE'.padEnd(8)} ${'ID'.padEnd(14)} ${'PID'.padEnd(8)} ${'HOST'.padEnd(12)} ${'BACKEND'.padEnd(8)} ${'AGE'.padEnd(8)} DIR\n`,
+      );
       header = true;
     }
     count(e);
@@ -354,7 +365,9 @@ async function statusRoot(root: string, json: boolean): Promise<number> {
     );
   }
   const total = counts.held + counts.stale + counts.unknown;
-  out(`${total} ${total === 1 ? 'entry' : 'entries'}: ${counts.held} held, ${counts.stale} stale${counts.unknown ? `, ${counts.unknown} unknown` : ''}\n`);
+  out(
+    `${total} ${total === 1 ? 'entry' : 'entries'}: ${counts.held} held, ${counts.stale} stale${counts.unknown ? `, ${counts.unknown} unknown` : ''}\n`,
+  );
   return 0;
 }
 
@@ -371,9 +384,14 @@ function bytes(n: number): string {
 }
 
 async function cmdRecover(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, force: { type: 'boolean' } });
-  if (values.help) return out(usages.recover!), 0;
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <root>' : `unexpected argument '${positionals[1]}'`);
+  const { values, positionals } = parse(args, {
+    'dry-run': { type: 'boolean' },
+    json: { type: 'boolean' },
+    force: { type: 'boolean' },
+  });
+  if (values.help) return (out(usages.recover!), 0);
+  if (positionals.length !== 1)
+    throw new UsageError(positionals.length === 0 ? 'missing <root>' : `unexpected argument '${positionals[1]}'`);
   const root = resolve(positionals[0]!);
   const dryRun = values['dry-run'] === true;
   let area: StagingArea;
@@ -391,7 +409,9 @@ async function cmdRecover(args: string[]): Promise<number> {
         const now = performance.now();
         if (now - last < 100) return;
         last = now;
-        err(`\r\x1b[K${dryRun ? 'checking' : 'recovering'} ${root}: scanned ${p.scanned}, ${dryRun ? 'would remove' : 'removed'} ${p.removed}, live ${p.live}, errors ${p.errors}`);
+        err(
+          `\r\x1b[K${dryRun ? 'checking' : 'recovering'} ${root}: scanned ${p.scanned}, ${dryRun ? 'would remove' : 'removed'} ${p.removed}, live ${p.live}, errors ${p.errors}`,
+        );
       }
     : undefined;
   const t0 = performance.now();
@@ -407,7 +427,9 @@ async function cmdRecover(args: string[]): Promise<number> {
   if (tty) err('\r\x1b[K');
   if (values.json) {
     const errors = report.errors.map(({ path, error }) => ({ path, code: errnoOf(error) ?? null, message: error.message }));
-    out(`${JSON.stringify({ root, dryRun, scanned: report.scanned, removed: report.removed, live: report.live, bytesFreed: report.bytesFreed, elapsedMs, errors })}\n`);
+    out(
+      `${JSON.stringify({ root, dryRun, scanned: report.scanned, removed: report.removed, live: report.live, bytesFreed: report.bytesFreed, elapsedMs, errors })}\n`,
+    );
   } else {
     out(
       `${root}: ${dryRun ? 'would remove' : 'removed'} ${report.removed} of ${report.scanned} ${report.scanned === 1 ? 'entry' : 'entries'} ` +
@@ -419,12 +441,17 @@ async function cmdRecover(args: string[]): Promise<number> {
 }
 
 async function cmdDemo(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { workers: { type: 'string' }, artifacts: { type: 'string' }, keep: { type: 'boolean' } });
-  if (values.help) return out(usages.demo!), 0;
+  const { values, positionals } = parse(args, {
+    workers: { type: 'string' },
+    artifacts: { type: 'string' },
+    keep: { type: 'boolean' },
+  });
+  if (values.help) return (out(usages.demo!), 0);
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const count = (name: string, v: string | undefined, dflt: number, max: number): number => {
     if (v === undefined) return dflt;
-    if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new UsageError(`--${name} expects an integer from 1 to ${max}, got '${v}'`);
+    if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max)
+      throw new UsageError(`--${name} expects an integer from 1 to ${max}, got '${v}'`);
     return Number(v);
   };
   return runDemo({
@@ -451,7 +478,7 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
-  if (name === '--help' || name === '-h') return out(usage), 0;
+  if (name === '--help' || name === '-h') return (out(usage), 0);
   if (name === undefined) {
     err(usage);
     return EX_USAGE;

@@ -25,7 +25,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { AREA_MARKER, StagingArea, type RecoverReport } from './area.js';
+import { AREA_MARKER, StagingArea } from './area.js';
+import type { RecoverReport } from './sweep.js';
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {
@@ -78,12 +79,17 @@ function startWorker(name: string, args: string[]): Worker {
   };
 }
 
-const ms = (t: number): string => (t < 10 ? `${t.toFixed(2)} ms` : t < 1000 ? `${t.toFixed(0)} ms` : `${(t / 1000).toFixed(2)} s`);
+const ms = (t: number): string =>
+  t < 10 ? `${t.toFixed(2)} ms` : t < 1000 ? `${t.toFixed(0)} ms` : `${(t / 1000).toFixed(2)} s`;
 
 /** Reads a committed artifact back and checks it against its manifest and the writer's hash. */
 async function verifyArtifact(dest: string, sha: string): Promise<string | null> {
   try {
-    const manifest = JSON.parse(await readFile(join(dest, 'MANIFEST'), 'utf8')) as { sha256: string; parts: string[]; size: number };
+    const manifest = JSON.parse(await readFile(join(dest, 'MANIFEST'), 'utf8')) as {
+      sha256: string;
+      parts: string[];
+      size: number;
+    };
     const data = Buffer.concat(await Promise.all(manifest.parts.map((p) => readFile(join(dest, p)))));
     if (data.length !== manifest.size) return `${dest}: ${data.length} bytes, manifest says ${manifest.size}`;
     if (sha256(data) !== sha || manifest.sha256 !== sha) return `${dest}: checksum mismatch`;
@@ -122,30 +128,47 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     await mkdir(scratch);
     const area = await StagingArea.open(root);
     say(`xstage demo: staging area ${root}`);
-    say(`  kernel locks: ${kernelLocks.available ? kernelLocks.kind : `unavailable (${kernelLocks.reason})`}; ${nWorkers} writers x ${artifacts} artifacts of ${ARTIFACT_BYTES / 1024} KiB\n`);
+    say(
+      `  kernel locks: ${kernelLocks.available ? kernelLocks.kind : `unavailable (${kernelLocks.reason})`}; ${nWorkers} writers x ${artifacts} artifacts of ${ARTIFACT_BYTES / 1024} KiB\n`,
+    );
 
     // 1. A holder keeps one entry live through every sweep.
     const holder = startWorker('holder', ['holder', root, store]);
     all.push(holder);
-    const held = JSON.parse((await holder.next('holding ')).slice('holding '.length)) as { id: string; path: string; sha: string };
+    const held = JSON.parse((await holder.next('holding ')).slice('holding '.length)) as {
+      id: string;
+      path: string;
+      sha: string;
+    };
     say(`  holder   pid ${holder.proc.pid} holds entry ${held.id} (live for the whole run)`);
 
     // 2. A victim is SIGKILLed while writing into its entry.
     const victim = startWorker('victim', ['victim', root, store]);
     all.push(victim);
-    const mid = JSON.parse((await victim.next('mid-write ')).slice('mid-write '.length)) as { id: string; path: string; written: number };
+    const mid = JSON.parse((await victim.next('mid-write ')).slice('mid-write '.length)) as {
+      id: string;
+      path: string;
+      written: number;
+    };
     const before = await stateOf(area, mid.id);
     const tKill = performance.now();
     victim.proc.kill('SIGKILL');
     const death = await victim.exited;
     const after = await stateOf(area, mid.id);
-    say(`  victim   pid ${victim.proc.pid} SIGKILLed mid-write (${mid.written} bytes into entry ${mid.id}): lock ${before} -> ${after} ${ms(performance.now() - tKill)} after the kill`);
+    say(
+      `  victim   pid ${victim.proc.pid} SIGKILLed mid-write (${mid.written} bytes into entry ${mid.id}): lock ${before} -> ${after} ${ms(performance.now() - tKill)} after the kill`,
+    );
     check(death.signal === 'SIGKILL', `the victim died of SIGKILL (${death.signal ?? death.code})`);
-    check(before === 'held' && after === 'free', `the victim's lock was held while it lived and free the instant it died (${before} -> ${after})`);
+    check(
+      before === 'held' && after === 'free',
+      `the victim's lock was held while it lived and free the instant it died (${before} -> ${after})`,
+    );
 
     // 3. Writers stage and commit while this process sweeps the same root.
     const tWrite = performance.now();
-    const writers = Array.from({ length: nWorkers }, (_, i) => startWorker(`writer ${i}`, ['writer', root, store, scratch, String(i), String(artifacts)]));
+    const writers = Array.from({ length: nWorkers }, (_, i) =>
+      startWorker(`writer ${i}`, ['writer', root, store, scratch, String(i), String(artifacts)]),
+    );
     all.push(...writers);
     let writing = true;
     const finished = Promise.all(writers.map((w) => w.exited)).finally(() => (writing = false));
@@ -166,23 +189,41 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const sweptRemoved = sweeps.reduce((n, r) => n + r.removed, 0);
     const sweptErrors = sweeps.reduce((n, r) => n + r.errors.length, 0);
     const avgSweep = sweepTimes.reduce((a, b) => a + b, 0) / Math.max(1, sweepTimes.length);
-    say(`  writers  ${committed.length} artifacts committed by ${nWorkers} processes in ${ms(writeTime)} (${failures.length} errors)`);
-    say(`  sweeps   ${sweeps.length} recovery passes ran meanwhile (${ms(avgSweep)} each on average): ${sweptRemoved} removed, ${sweptErrors} errors`);
-    check(exits.every((e) => e.code === 0) && failures.length === 0, `every writer finished without losing its entry${failures.length ? `: ${failures.slice(0, 3).join('; ')}` : ''}`);
-    check(committed.length === nWorkers * artifacts, `every writer committed all its artifacts (${committed.length}/${nWorkers * artifacts})`);
+    say(
+      `  writers  ${committed.length} artifacts committed by ${nWorkers} processes in ${ms(writeTime)} (${failures.length} errors)`,
+    );
+    say(
+      `  sweeps   ${sweeps.length} recovery passes ran meanwhile (${ms(avgSweep)} each on average): ${sweptRemoved} removed, ${sweptErrors} errors`,
+    );
+    check(
+      exits.every((e) => e.code === 0) && failures.length === 0,
+      `every writer finished without losing its entry${failures.length ? `: ${failures.slice(0, 3).join('; ')}` : ''}`,
+    );
+    check(
+      committed.length === nWorkers * artifacts,
+      `every writer committed all its artifacts (${committed.length}/${nWorkers * artifacts})`,
+    );
     check(sweptErrors === 0, `the concurrent sweeps reported no errors (${sweptErrors})`);
 
     // 4. A final recovery, with the holder still live.
     const tRec = performance.now();
     const final = await area.recover();
-    say(`  recover  final pass in ${ms(performance.now() - tRec)}: scanned ${final.scanned}, removed ${final.removed}, live ${final.live}, ${final.errors.length} errors`);
+    say(
+      `  recover  final pass in ${ms(performance.now() - tRec)}: scanned ${final.scanned}, removed ${final.removed}, live ${final.live}, ${final.errors.length} errors`,
+    );
     const victimGone = !existsSync(mid.path) && !existsSync(join(root, `lock-${mid.id}`));
     check(victimGone, `the killed worker's entry was reclaimed${victimGoneAt ? ` (by sweep ${victimGoneAt})` : ''}`);
     const reclaimed = sweptRemoved + final.removed;
-    check(reclaimed === 1, `exactly one entry was reclaimed in all, the victim's: no live entry was taken for abandoned (${reclaimed})`);
+    check(
+      reclaimed === 1,
+      `exactly one entry was reclaimed in all, the victim's: no live entry was taken for abandoned (${reclaimed})`,
+    );
     const heldState = await stateOf(area, held.id);
     const heldIntact = (await readFile(join(held.path, 'data')).then(sha256, () => null)) === held.sha;
-    check(heldState === 'held' && heldIntact && final.live >= 1, `the live entry survived ${sweeps.length + 1} sweeps with its contents (state ${heldState}, contents ${heldIntact ? 'intact' : 'damaged'})`);
+    check(
+      heldState === 'held' && heldIntact && final.live >= 1,
+      `the live entry survived ${sweeps.length + 1} sweeps with its contents (state ${heldState}, contents ${heldIntact ? 'intact' : 'damaged'})`,
+    );
 
     // 5. The holder commits; everything committed is checked.
     holder.proc.stdin!.end();
@@ -197,8 +238,13 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       }),
     );
     const bad = results.filter((r): r is string => r !== null);
-    say(`  verify   ${results.length - bad.length}/${results.length} committed artifacts intact (sha256) in ${ms(performance.now() - tVerify)}`);
-    check(bad.length === 0 && results.length === nWorkers * artifacts + 1, `every committed artifact is intact${bad.length ? `: ${bad.slice(0, 3).join('; ')}` : ''}`);
+    say(
+      `  verify   ${results.length - bad.length}/${results.length} committed artifacts intact (sha256) in ${ms(performance.now() - tVerify)}`,
+    );
+    check(
+      bad.length === 0 && results.length === nWorkers * artifacts + 1,
+      `every committed artifact is intact${bad.length ? `: ${bad.slice(0, 3).join('; ')}` : ''}`,
+    );
 
     await area.recover();
     const left = (await readdir(root)).filter((name) => name !== AREA_MARKER);
@@ -214,7 +260,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const ok = checks.every((c) => c.ok);
   process.stdout.write('\n');
   for (const c of checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.text}\n`);
-  process.stdout.write(`\n${ok ? 'PASS' : 'FAIL'}: ${checks.filter((c) => c.ok).length}/${checks.length} checks in ${ms(performance.now() - t0)}${keep ? `; kept ${base}` : ''}\n`);
+  process.stdout.write(
+    `\n${ok ? 'PASS' : 'FAIL'}: ${checks.filter((c) => c.ok).length}/${checks.length} checks in ${ms(performance.now() - t0)}${keep ? `; kept ${base}` : ''}\n`,
+  );
   return ok ? 0 : 1;
 }
 

@@ -1,14 +1,5 @@
 export { isLockError, LockError, type LockErrorCode } from '@x/core';
 export { createAndLock, tryLockPath, type StagingLockFile, type StagingLockOptions } from './lockfile.js';
-export {
-  StagingArea,
-  type CommitOptions,
-  type ListOptions,
-  type RecoverError,
-  type RecoverOptions,
-  type RecoverProgress,
-  type RecoverReport,
-  type StagingAreaOptions,
-  type StagingDir,
-  type StagingEntry,
-} from './area.js';
+export { StagingArea, type ListOptions, type StagingAreaOptions, type StagingEntry } from './area.js';
+export { type CommitOptions, type StagingDir } from './entry.js';
+export { type RecoverError, type RecoverOptions, type RecoverProgress, type RecoverReport } from './sweep.js';

@@ -86,7 +86,8 @@ class StagingLock implements StagingLockFile {
 
 function checkMode(options: StagingLockOptions | undefined): number {
   if (options === undefined) return 0o600;
-  if (typeof options !== 'object' || options === null) throw new TypeError(`Expected \`options\` to be an object, got \`${String(options)}\` (${typeof options})`);
+  if (typeof options !== 'object' || options === null)
+    throw new TypeError(`Expected \`options\` to be an object, got \`${String(options)}\` (${typeof options})`);
   for (const key of Object.keys(options)) if (key !== 'mode') throw new TypeError(`Unknown option \`${key}\` (known: mode)`);
   return options.mode ?? 0o600;
 }
@@ -127,7 +128,9 @@ function randomPart(): string {
  */
 export async function createAndLock(dir: string, pattern: string, options?: StagingLockOptions): Promise<StagingLockFile> {
   if (typeof pattern !== 'string' || pattern.includes('/') || pattern.includes('\\') || pattern.includes('\0')) {
-    throw new TypeError(`Expected \`pattern\` to be a string without path separators or NUL, got \`${String(pattern)}\` (${typeof pattern})`);
+    throw new TypeError(
+      `Expected \`pattern\` to be a string without path separators or NUL, got \`${String(pattern)}\` (${typeof pattern})`,
+    );
   }
   const mode = checkMode(options);
   const star = pattern.lastIndexOf('*');

@@ -75,12 +75,12 @@ describe('containers/storage parity', () => {
     await using d = await tempDir();
     const old = process.umask(0o022);
     try {
-      const made: StagingLockFile[] = [
-        await createAndLock(d.path, 'lock-'),
-        await tryLockPath(join(d.path, 'fresh')),
-      ];
+      const made: StagingLockFile[] = [await createAndLock(d.path, 'lock-'), await tryLockPath(join(d.path, 'fresh'))];
       for (const l of made) expect(lstatSync(l.path).mode & 0o7777).toBe(0o600);
-      const custom = [await createAndLock(d.path, 'lock-', { mode: 0o640 }), await tryLockPath(join(d.path, 'c'), { mode: 0o640 })];
+      const custom = [
+        await createAndLock(d.path, 'lock-', { mode: 0o640 }),
+        await tryLockPath(join(d.path, 'c'), { mode: 0o640 }),
+      ];
       for (const l of custom) expect(lstatSync(l.path).mode & 0o7777).toBe(0o640);
       for (const l of [...made, ...custom]) await l.unlockAndDelete();
     } finally {

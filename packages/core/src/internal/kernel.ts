@@ -179,12 +179,7 @@ const hiddenBase = `${process.pid.toString(36)}-${Math.floor(Math.random() * 2 *
  * name, up to `attempts`; any other error fails at once, and a failed attempt
  * leaves nothing behind (the hidden file is deleted while still held).
  */
-export function createKernel(
-  dir: string,
-  nameFor: () => string,
-  mode: number,
-  attempts: number,
-): { fd: number; path: string } {
+export function createKernel(dir: string, nameFor: () => string, mode: number, attempts: number): { fd: number; path: string } {
   const a = native(dir);
   let last = '';
   for (let i = 0; i < attempts; i++) {

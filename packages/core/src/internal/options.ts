@@ -52,8 +52,19 @@ export interface LockOptions {
 }
 
 const keys = new Set([
-  'backend', 'shared', 'parents', 'create', 'mode', 'removeOnRelease', 'staleAfter', 'heartbeat',
-  'onCompromised', 'timeout', 'signal', 'pollInterval', 'pid',
+  'backend',
+  'shared',
+  'parents',
+  'create',
+  'mode',
+  'removeOnRelease',
+  'staleAfter',
+  'heartbeat',
+  'onCompromised',
+  'timeout',
+  'signal',
+  'pollInterval',
+  'pid',
 ]);
 
 /** Renders a value for an error message: `` `-1` (number) ``. */
@@ -89,11 +100,7 @@ function bool(o: Record<string, unknown>, name: string): boolean | undefined {
 function positive(o: Record<string, unknown>, name: string, allowZero: boolean, allowInfinity: boolean): number | undefined {
   const v = o[name];
   if (v === undefined) return undefined;
-  const ok =
-    typeof v === 'number' &&
-    !Number.isNaN(v) &&
-    (allowZero ? v >= 0 : v > 0) &&
-    (allowInfinity || Number.isFinite(v));
+  const ok = typeof v === 'number' && !Number.isNaN(v) && (allowZero ? v >= 0 : v > 0) && (allowInfinity || Number.isFinite(v));
   if (!ok) fail(name, `a ${allowZero ? 'non-negative' : 'positive'}${allowInfinity ? '' : ' finite'} number`, v);
   return v;
 }
@@ -148,7 +155,8 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
   const backend = o.backend ?? 'auto';
   if (backend !== 'auto' && backend !== 'kernel' && backend !== 'lease') fail('backend', "'auto', 'kernel' or 'lease'", backend);
   const mode = o.mode ?? 0o644;
-  if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) fail('mode', 'an integer from 0 to 0o7777', mode);
+  if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777)
+    fail('mode', 'an integer from 0 to 0o7777', mode);
   const onCompromised = o.onCompromised;
   if (onCompromised !== undefined && typeof onCompromised !== 'function') fail('onCompromised', 'a function', onCompromised);
   const signal = o.signal;

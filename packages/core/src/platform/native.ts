@@ -70,6 +70,4 @@ export const kernelLocks: {
   readonly available: boolean;
   readonly kind: 'ofd' | 'flock' | null;
   readonly reason?: string;
-} = Object.freeze(
-  addon ? { available: true, kind: addon.kind } : { available: false, kind: null, reason: loaded.reason },
-);
+} = Object.freeze(addon ? { available: true, kind: addon.kind } : { available: false, kind: null, reason: loaded.reason });

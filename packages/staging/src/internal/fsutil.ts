@@ -17,7 +17,10 @@ export function errnoOf(err: unknown): string | undefined {
 
 /** An OS-style error: `code`, `path`, `syscall`, the errno message shape. */
 export function osError(code: string, syscall: string, path: string, detail: string, cause?: unknown): NodeJS.ErrnoException {
-  const err: NodeJS.ErrnoException = new Error(`${code}: ${detail}, ${syscall} '${path}'`, cause === undefined ? undefined : { cause });
+  const err: NodeJS.ErrnoException = new Error(
+    `${code}: ${detail}, ${syscall} '${path}'`,
+    cause === undefined ? undefined : { cause },
+  );
   err.code = code;
   err.syscall = syscall;
   err.path = path;
@@ -55,7 +58,12 @@ export function checkPath(value: unknown, name: string): string {
 }
 
 function mountPoint(path: string): NodeJS.ErrnoException {
-  return osError('EBUSY', 'rmdir', path, 'a directory of another filesystem (a mount point); recovery does not enter it, unmount it first');
+  return osError(
+    'EBUSY',
+    'rmdir',
+    path,
+    'a directory of another filesystem (a mount point); recovery does not enter it, unmount it first',
+  );
 }
 
 /**
@@ -185,4 +193,27 @@ export async function syncTree(path: string): Promise<void> {
     else if (isFile) await fsyncPath(child, false);
   }
   await fsyncPath(path, true);
+}
+
+/** An unknown thrown value as an Error. */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** @throws TypeError unless `signal` is undefined or an AbortSignal. */
+export function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw new TypeError(`Expected \`signal\` to be an AbortSignal, got ${show(signal)}`);
+  return signal;
+}
+
+/** @throws TypeError unless `options` is undefined or an object with only `known` keys. */
+export function checkObject(options: unknown, known: readonly string[]): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TypeError(`Expected \`options\` to be an object, got ${show(options)}`);
+  }
+  for (const key of Object.keys(options))
+    if (!known.includes(key)) throw new TypeError(`Unknown option \`${key}\` (known: ${known.join(', ')})`);
+  return options as Record<string, unknown>;
 }

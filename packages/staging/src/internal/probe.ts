@@ -49,7 +49,11 @@ export async function probeLock(path: string, withOwner = true): Promise<Probe> 
     const st = lstatQuiet(path);
     if (!st) return { state: 'missing', owner: null };
     if (!st.isFile()) {
-      return { state: 'unknown', owner: null, error: Object.assign(new Error(`'${path}' is not a regular file`), { code: 'EINVAL', path }) };
+      return {
+        state: 'unknown',
+        owner: null,
+        error: Object.assign(new Error(`'${path}' is not a regular file`), { code: 'EINVAL', path }),
+      };
     }
     const owner = withOwner ? await ownerOrNull(path) : null;
     // readOwner judges a lease file's holder (pid running here, heartbeat younger than the lease).

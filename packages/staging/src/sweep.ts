@@ -1,0 +1,238 @@
+/**
+ * Recovery: the streaming sweep that reclaims abandoned entries of a staging
+ * root and never touches a live one. Protocol: docs/staging-protocol.md
+ * ("Recovery").
+ */
+import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
+import { unlinkSync } from 'node:fs';
+import { lstat, opendir } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { asError, checkObject, checkSignal, errnoOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
+import { probeLock } from './internal/probe.js';
+import { classify, LOCK_PREFIX } from './naming.js';
+
+export interface RecoverProgress {
+  /** Entries examined so far (see {@link RecoverReport.scanned}). */
+  scanned: number;
+  /** Entries reclaimed so far (a dry run: that would be). */
+  removed: number;
+  /** Entries left alone because they are held. */
+  live: number;
+  /** Bytes of regular files freed so far (a dry run: that would be). */
+  bytesFreed: number;
+  /** Entries that failed so far. */
+  errors: number;
+}
+
+/** Options of {@link StagingArea.recover}. */
+export interface RecoverOptions {
+  /** Report what would be reclaimed; delete nothing and create no lock file. @defaultValue `false` */
+  dryRun?: boolean;
+  /** Called after each entry with the running counts. An exception it throws ends the sweep and rejects. */
+  onProgress?: (progress: RecoverProgress) => void;
+  /** Stops the sweep: entries in progress finish, then the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** One entry that could not be recovered. */
+export interface RecoverError {
+  /** The path that failed (the staging directory, or the lock file). */
+  path: string;
+  /** The error, with its errno `code` for OS errors. */
+  error: Error;
+}
+
+/** What {@link StagingArea.recover} did. */
+export interface RecoverReport {
+  /**
+   * Staging entries examined, each once: by its `lock-<id>`, or by its
+   * `<id>` directory when it has no lock file. Hidden in-flight lock files
+   * (`.xlock-*.tmp`) are deleted when free but not counted. Always
+   * `scanned = removed + live + errors.length`; entries that finish while
+   * the sweep looks at them are not counted at all.
+   */
+  scanned: number;
+  /** Entries reclaimed (a dry run: that would be). */
+  removed: number;
+  /** Entries left alone because their lock is held. */
+  live: number;
+  /** Sum of the sizes of the regular files deleted (a dry run: that would be). */
+  bytesFreed: number;
+  /** The entries that failed, in the order they failed. */
+  errors: RecoverError[];
+}
+
+/** What the sweep did with one name. */
+type Outcome =
+  { kind: 'skip' } | { kind: 'live' } | { kind: 'removed'; bytes: number } | { kind: 'error'; path: string; error: Error };
+
+const skip: Outcome = { kind: 'skip' };
+const live: Outcome = { kind: 'live' };
+
+/** Releases a sweep's lock; a failed release is the entry's error unless it already has one. */
+async function releasing(lock: FileLock, outcome: Outcome, lockPath: string): Promise<Outcome> {
+  try {
+    await lock.release();
+  } catch (err) {
+    if (outcome.kind !== 'error') return { kind: 'error', path: lockPath, error: asError(err) };
+  }
+  return outcome;
+}
+
+export async function recoverArea(root: string, options?: RecoverOptions): Promise<RecoverReport> {
+  const o = checkObject(options, ['dryRun', 'onProgress', 'signal']);
+  const dryRun = o.dryRun ?? false;
+  if (typeof dryRun !== 'boolean') throw new TypeError(`Expected \`dryRun\` to be a boolean, got ${show(dryRun)}`);
+  const onProgress = o.onProgress;
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw new TypeError(`Expected \`onProgress\` to be a function, got ${show(onProgress)}`);
+  }
+  const signal = checkSignal(o.signal);
+  signal?.throwIfAborted();
+
+  const dev = (await lstat(root)).dev;
+  const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [] };
+  const slicer = new Slicer();
+  const dir = await opendir(root, { bufferSize: 128 });
+  // for-await closes the directory when the loop ends, breaks or throws.
+  for await (const d of dir) {
+    if (signal?.aborted) break;
+    let outcome: Outcome;
+    try {
+      outcome = await sweepName(root, d.name, dev, dryRun, slicer);
+    } catch (err) {
+      outcome = { kind: 'error', path: join(root, d.name), error: asError(err) };
+    }
+    await slicer.tick();
+    if (outcome.kind === 'skip') continue;
+    report.scanned++;
+    if (outcome.kind === 'live') report.live++;
+    else if (outcome.kind === 'removed') {
+      report.removed++;
+      report.bytesFreed += outcome.bytes;
+    } else report.errors.push({ path: outcome.path, error: outcome.error });
+    (onProgress as ((p: RecoverProgress) => void) | undefined)?.({
+      scanned: report.scanned,
+      removed: report.removed,
+      live: report.live,
+      bytesFreed: report.bytesFreed,
+      errors: report.errors.length,
+    });
+  }
+  signal?.throwIfAborted();
+  return report;
+}
+
+/** Handles one name of the root. Rejects only for unexpected errors (recorded by the caller). */
+async function sweepName(root: string, name: string, dev: number, dryRun: boolean, slicer: Slicer): Promise<Outcome> {
+  const k = classify(name);
+  if (k.kind === 'ignore') return skip;
+  if (k.kind === 'hidden') {
+    // In-flight lock files (being published, probed or taken) are not
+    // entries: a free one is deleted, and none is counted.
+    if (!dryRun) await reclaimHidden(join(root, name));
+    return skip;
+  }
+  const path = join(root, k.id);
+  const lockPath = join(root, LOCK_PREFIX + k.id);
+  // A directory with its lock file: the lock file's own entry decides. (One
+  // without is checked again once its lock is held: it may have finished.)
+  if (k.kind === 'dir' && lstatQuiet(lockPath)) return skip;
+  if (dryRun) return wouldReclaim(lockPath, path, dev, slicer);
+  return k.kind === 'lock' ? reclaim(lockPath, path, dev, slicer) : reclaimOrphan(root, lockPath, path, dev, slicer);
+}
+
+/**
+ * Takes the existing lock file `lockPath` without ever creating a file at
+ * that path (`create: false`): if its owner deletes it in that instant,
+ * the open or the inode check fails with ENOENT and the sweep creates
+ * nothing, so it never mistakes an entry that just finished for an
+ * abandoned one (inode numbers are reused at once).
+ *
+ * @returns the held lock, `'live'` when it is held, `'gone'` when the
+ * entry finished meanwhile (or was never there)
+ */
+async function take(lockPath: string): Promise<FileLock | 'live' | 'gone'> {
+  try {
+    return await tryLock(lockPath, { backend: 'kernel', create: false });
+  } catch (err) {
+    if (isLockError(err, 'ELOCKED')) return 'live';
+    if (errnoOf(err) === 'ENOENT') return 'gone';
+    throw err;
+  }
+}
+
+/** Reclaims the entry of an existing lock file: `lock-<id>` free means its writer is gone. */
+async function reclaim(lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
+  let lock: FileLock | 'live' | 'gone';
+  try {
+    lock = await take(lockPath);
+  } catch (err) {
+    return { kind: 'error', path: lockPath, error: asError(err) };
+  }
+  if (lock === 'live') return live;
+  if (lock === 'gone') return skip;
+  let outcome: Outcome;
+  try {
+    const bytes = await removeTree(path, dev, slicer);
+    // We hold the inode, which was at `lockPath` when we locked it; only a
+    // holder deletes a lock file, so the name is still ours.
+    unlinkSync(lockPath);
+    outcome = { kind: 'removed', bytes };
+  } catch (err) {
+    // The lock file stays (unlocked): the entry is still stale, a later sweep retries.
+    outcome = { kind: 'error', path, error: asError(err) };
+  }
+  return releasing(lock, outcome, lockPath);
+}
+
+/**
+ * Reclaims a directory that has no lock file: we publish one, locked,
+ * so concurrent sweeps exclude each other. A live entry always has its
+ * lock file (created before the directory, deleted after it is gone), so
+ * this is garbage, unless the directory is gone by the time we hold it.
+ */
+async function reclaimOrphan(root: string, lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
+  let lock: FileLock;
+  try {
+    // Published already locked (never a create-then-lock gap in which
+    // another sweep could take our new lock file for an abandoned entry).
+    lock = await createLocked(root, () => basename(lockPath), { attempts: 1 });
+  } catch (err) {
+    // EEXIST: the lock file appeared meanwhile; its own entry decides.
+    if (errnoOf(err) === 'EEXIST') return skip;
+    return { kind: 'error', path: lockPath, error: asError(err) };
+  }
+  let outcome: Outcome;
+  try {
+    outcome = lstatQuiet(path) ? { kind: 'removed', bytes: await removeTree(path, dev, slicer) } : skip;
+  } catch (err) {
+    outcome = { kind: 'error', path, error: asError(err) };
+  }
+  return releasing(lock, outcome, lockPath);
+}
+
+/** Deletes a stray hidden lock file if nobody holds it. Errors are ignored: it is not an entry. */
+async function reclaimHidden(path: string): Promise<void> {
+  try {
+    const lock = await tryLock(path, { backend: 'kernel', create: false, removeOnRelease: true });
+    await lock.release();
+  } catch {
+    // held (being published or taken), or gone: not ours to report
+  }
+}
+
+/** The dry-run version of `#reclaim`: a probe that creates and deletes nothing. */
+async function wouldReclaim(lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
+  const probe = await probeLock(lockPath, false);
+  if (probe.state === 'held') return live;
+  if (probe.state === 'unknown')
+    return { kind: 'error', path: lockPath, error: probe.error ?? new Error(`cannot tell whether '${lockPath}' is held`) };
+  // free, or missing: an orphan directory (a live one always has its lock).
+  if (probe.state === 'missing' && !lstatQuiet(path)) return skip;
+  try {
+    return { kind: 'removed', bytes: await removeTree(path, dev, slicer, true) };
+  } catch (err) {
+    return { kind: 'error', path, error: asError(err) };
+  }
+}
