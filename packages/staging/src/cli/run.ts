@@ -1,0 +1,140 @@
+/** `xstage run`: hold a lock while a command runs (like flock(1)). */
+import { isLockError, lock, tryLock, type FileLock } from '@x/core';
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { resolve } from 'node:path';
+import {
+  EX_CANTCREAT,
+  EX_NOEXEC,
+  EX_NOINPUT,
+  EX_NOTFOUND,
+  EX_OSERR,
+  EX_TEMPFAIL,
+  err,
+  holderText,
+  out,
+  parse,
+  UsageError,
+} from './common.js';
+import { errnoOf } from '../internal/fsutil.js';
+
+export const runUsage = `Usage: xstage run [--wait] [--timeout <seconds>] <lockpath> -- <command> [args...]
+
+Holds an exclusive lock on <lockpath> while <command> runs, like flock(1).
+The lock file is created when missing (its directory must exist) and kept
+afterwards; it carries an owner record (pid, host) that \`xstage status\`
+shows. The lock is released when the command exits. SIGTERM and SIGHUP are
+forwarded to the command; SIGINT and SIGQUIT reach it from the terminal.
+
+Options:
+  --wait               wait while another process holds the lock
+  --timeout <seconds>  wait at most this long (decimals allowed, e.g. 0.5;
+                       implies --wait; 0 means do not wait)
+  -h, --help           show this help
+
+Exit status:
+  the command's own exit status (128+N when a signal N killed it)
+  75   the lock is held by someone else, or the wait timed out
+  64   usage error
+  66   the lock file cannot be opened (73: cannot be created, EROFS/ENOSPC)
+  126  the command cannot be executed
+  127  the command was not found
+`;
+
+/** `run`: options before the lock path; the command after `--` (or, flock-style, right after the lock path). */
+export async function cmdRun(args: string[]): Promise<number> {
+  // Options end at the first non-option, which is the lock path. The command
+  // follows it, after `--` or (flock-style) directly; a `--` further on
+  // belongs to the command (`xstage run L git log -- file`).
+  let i = 0;
+  while (i < args.length && args[i] !== '--' && args[i]!.startsWith('-') && args[i] !== '-') {
+    if (args[i] === '--timeout') i++;
+    i++;
+  }
+  let head: string[];
+  let command: string[];
+  if (args[i] === '--') {
+    // `--` before the lock path: `run [options] -- <lockpath> ...` is not our
+    // syntax; keep the historical reading (everything before `--` is ours).
+    head = args.slice(0, i);
+    command = args.slice(i + 1);
+  } else if (args[i + 1] === '--') {
+    head = args.slice(0, i + 1);
+    command = args.slice(i + 2);
+  } else {
+    head = args.slice(0, i + 1);
+    command = args.slice(i + 1);
+  }
+  const { values, positionals } = parse(head, { wait: { type: 'boolean' }, timeout: { type: 'string' } });
+  if (values.help) return (out(runUsage), 0);
+  if (positionals.length !== 1)
+    throw new UsageError(
+      positionals.length === 0 ? 'missing <lockpath>' : `unexpected argument '${positionals[1]}' (put the command after --)`,
+    );
+  if (command.length === 0) throw new UsageError('missing the command to run (after --)');
+  let timeoutMs = Infinity;
+  if (values.timeout !== undefined) {
+    if (!/^(\d+\.?\d*|\.\d+)$/.test(values.timeout))
+      throw new UsageError(`--timeout expects a number of seconds (decimals allowed), got '${values.timeout}'`);
+    timeoutMs = Number(values.timeout) * 1000;
+    if (!Number.isFinite(timeoutMs)) throw new UsageError(`--timeout is too large: '${values.timeout}'`);
+  }
+  const wait = values.wait === true || values.timeout !== undefined;
+  const path = resolve(positionals[0]!);
+
+  let held: FileLock;
+  try {
+    held = wait ? await lock(path, { timeout: timeoutMs }) : await tryLock(path);
+  } catch (e) {
+    if (isLockError(e, 'ELOCKED')) {
+      err(`xstage: '${path}' is locked${holderText(e.owner)}\n`);
+      return EX_TEMPFAIL;
+    }
+    if (isLockError(e, 'ETIMEDOUT')) {
+      err(`xstage: timed out after ${values.timeout}s waiting for '${path}'\n`);
+      return EX_TEMPFAIL;
+    }
+    err(`xstage: cannot lock '${path}': ${(e as Error).message}\n`);
+    const code = errnoOf(e);
+    if (code === 'EROFS' || code === 'ENOSPC') return EX_CANTCREAT;
+    if (code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM') return EX_OSERR;
+    return EX_NOINPUT;
+  }
+
+  try {
+    return await runChild(command);
+  } finally {
+    await held.release();
+  }
+}
+
+/** Runs the command with inherited stdio; resolves its exit status the shell way. */
+function runChild(command: string[]): Promise<number> {
+  return new Promise((resolveExit) => {
+    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit' });
+    const forward = (signal: NodeJS.Signals) => () => void child.kill(signal);
+    const handlers: [NodeJS.Signals, () => void][] = [
+      ['SIGTERM', forward('SIGTERM')],
+      ['SIGHUP', forward('SIGHUP')],
+      // The terminal sends these to the whole foreground group: the command has them already.
+      ['SIGINT', () => undefined],
+      ['SIGQUIT', () => undefined],
+    ];
+    for (const [signal, handler] of handlers) process.on(signal, handler);
+    const done = (status: number) => {
+      for (const [signal, handler] of handlers) process.off(signal, handler);
+      resolveExit(status);
+    };
+    child.once('error', (e) => {
+      const code = errnoOf(e);
+      err(`xstage: cannot run '${command[0]}': ${code === 'ENOENT' ? 'command not found' : e.message}\n`);
+      done(code === 'ENOENT' ? EX_NOTFOUND : EX_NOEXEC);
+    });
+    child.once('exit', (code, signal) => {
+      if (code !== null) done(code);
+      else done(128 + (signal ? (osSignals[signal] ?? 0) : 0));
+    });
+  });
+}
+
+const osSignals: Record<string, number> = osConstants.signals;
