@@ -12,6 +12,9 @@
  * between two descriptors of one process. Elsewhere flock(2).
  */
 #define _GNU_SOURCE
+#ifdef XLOCK_GLIBC_COMPAT
+#include "glibc-compat.h" /* prebuilds: load on every glibc Node supports */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -174,7 +177,21 @@ static int held_at(int fd, const char *path, struct stat *a, int linked) {
   return a->st_dev == b.st_dev && a->st_ino == b.st_ino ? 0 : 1;
 }
 
-/* verify(fd, path[, record]) -> 0 | 1 (not the linked inode at path) | -errno.
+/* Whether the file starts like a lease backend's record: a lease holds no
+ * kernel lock, so a kernel acquirer must judge it instead of taking the file
+ * (docs/installing.md, "Mixing backends"). One pread of a few bytes, only for
+ * a file that is not empty. */
+static int is_lease_record(int fd) {
+  static const char prefix[] = "{\"v\":1,\"backend\":\"lease\"";
+  char head[sizeof prefix - 1];
+  ssize_t n;
+  do n = pread(fd, head, sizeof head, 0);
+  while (n < 0 && errno == EINTR);
+  return n == (ssize_t)sizeof head && memcmp(head, prefix, sizeof head) == 0;
+}
+
+/* verify(fd, path[, record]) -> 0 | 1 (not the linked inode at path) | 2 (a
+ * lease file: nothing written, the caller judges the lease) | -errno.
  * After a lock is granted: is the locked inode still linked and still the
  * one at `path`? The unlink race (SPEC 3.3 item 2) hinges on this check. When it is and a record Buffer is given, the owner record
  * replaces the file's content, using the size from the same fstat (one
@@ -206,6 +223,7 @@ static napi_value js_verify(napi_env env, napi_callback_info info) {
   struct stat a;
   int same = held_at(fd, path, &a, 1);
   if (same != 0) return make_int(env, same);
+  if (a.st_size > 0 && is_lease_record(fd)) return make_int(env, 2);
   if (data != NULL) {
     ssize_t w;
     do w = pwrite(fd, data, len, 0);

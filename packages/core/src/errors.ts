@@ -19,7 +19,7 @@ export interface LockErrorOptions {
   /** The holder, when it is known. */
   owner?: LockOwner | null | undefined;
   /** The underlying error (an OS error, an abort reason). */
-  cause?: unknown;
+  cause?: unknown | undefined;
 }
 
 /**
@@ -46,7 +46,7 @@ export class LockError extends Error {
   /** The lock path the error is about. */
   readonly path: string;
   /** The holder, when the error is `ELOCKED` and the lock file names one. */
-  readonly owner?: LockOwner;
+  readonly owner?: LockOwner | undefined;
 
   /**
    * @param code - one of {@link LockErrorCode}

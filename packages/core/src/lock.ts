@@ -4,7 +4,7 @@ import { statfsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { LockError } from './errors.js';
 import { isProcessAlive } from './owner.js';
-import { addon } from './platform/native.js';
+import { addon, kernelLocks } from './platform/native.js';
 import { acquireKernel, createKernel, releaseKernel, selfPid } from './internal/kernel.js';
 import { acquireLease, type Lease } from './internal/lease.js';
 import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
@@ -126,27 +126,36 @@ export class FileLock {
 const remoteFs = new Set([
   0x6969 /* NFS */, 0x517b /* SMB */, 0xff534d42 /* CIFS */, 0xfe534d42 /* SMB2 */, 0x65735546 /* FUSE */,
 ]);
-const fsCache = new Map<string, 'kernel' | 'lease'>();
 
-/** `'auto'`: kernel where the addon loaded and the directory's filesystem is local. */
+/** Whether the filesystem holding `dir` (or its nearest existing ancestor) is one of `remoteFs`. */
+function onRemoteFs(dir: string): boolean {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      return remoteFs.has(Number(statfsSync(d).type) >>> 0);
+    } catch {
+      if (dirname(d) === d) return false; // nothing exists: let open() report it
+    }
+  }
+}
+
+/**
+ * `'auto'`: the lease where the directory's filesystem calls for it (NFS,
+ * SMB, FUSE), else kernel locks, and never a lease in their place: without
+ * the addon that is `ENOTSUP`, since other processes take kernel locks on the
+ * same files and a lease would not exclude them. Asked on every call (one
+ * statfs), so a mount that appears or goes away while we run is followed.
+ */
 function chooseBackend(path: string, o: Checked): 'kernel' | 'lease' {
   if (o.backend !== 'auto') return o.backend;
-  if (!addon) return 'lease';
-  const dir = dirname(path);
-  let choice = fsCache.get(dir);
-  if (choice === undefined) {
-    choice = 'kernel';
-    for (let d = dir; ; d = dirname(d)) {
-      try {
-        choice = remoteFs.has(Number(statfsSync(d).type) >>> 0) ? 'lease' : 'kernel';
-        break;
-      } catch {
-        if (dirname(d) === d) break; // nothing exists: let open() report it
-      }
-    }
-    fsCache.set(dir, choice);
+  if (onRemoteFs(dirname(path))) return 'lease';
+  if (!addon) {
+    throw new LockError(
+      'ENOTSUP',
+      path,
+      `cannot lock '${path}': kernel locks are not available in this process: ${kernelLocks.reason}`,
+    );
   }
-  return choice;
+  return 'kernel';
 }
 
 function checkPid(o: Checked, path: string): number {
@@ -298,11 +307,11 @@ export async function withLock<T>(path: string, fn: (held: FileLock) => T | Prom
 /** Options of {@link createLocked}. */
 export interface CreateLockedOptions {
   /** Permission bits of the new file (the umask applies). @defaultValue `0o600` */
-  mode?: number;
+  mode?: number | undefined;
   /** How many fresh names to try on collisions and lock races. @defaultValue `1000` */
-  attempts?: number;
+  attempts?: number | undefined;
   /** Delete the file when the lock is released (while still holding it). @defaultValue `true` */
-  removeOnRelease?: boolean;
+  removeOnRelease?: boolean | undefined;
 }
 
 /**

@@ -111,8 +111,8 @@ export function formatRecord(fields: {
   backend: 'kernel' | 'lease';
   pid: number;
   startTicks: number | undefined;
-  token?: string;
-  leaseMs?: number;
+  token?: string | undefined;
+  leaseMs?: number | undefined;
 }): string {
   const id = selfIdentity();
   return (

@@ -24,15 +24,15 @@ const CREATE_ATTEMPTS = 100;
 /** Options of {@link StagingArea.open}. */
 export interface StagingAreaOptions {
   /** Create the root (and missing parents) when it does not exist. @defaultValue `true` */
-  create?: boolean;
+  create?: boolean | undefined;
   /** Permission bits of a root we create (the umask applies). @defaultValue `0o700` */
-  mode?: number;
+  mode?: number | undefined;
 }
 
 /** Options of {@link StagingArea.list}. */
 export interface ListOptions {
   /** Stops the listing: the iterator rejects with `signal.reason`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One entry of a staging area, as {@link StagingArea.list} sees it. */
@@ -54,7 +54,7 @@ export interface StagingEntry {
   /** The holder (held), or the last holder recorded in the file (free); `null` when not known. */
   owner: LockOwner | null;
   /** Why `state` is `unknown`. */
-  error?: Error;
+  error?: Error | undefined;
 }
 
 /** Whether a directory holds no names other than the area marker. */

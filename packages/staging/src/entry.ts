@@ -17,7 +17,7 @@ export interface CommitOptions {
    * The parent of `dest` and the root are fsynced after the rename either way.
    * @defaultValue `true`
    */
-  syncContents?: boolean;
+  syncContents?: boolean | undefined;
 }
 
 /** A held staging directory. Created by {@link StagingArea.create}. */

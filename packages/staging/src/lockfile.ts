@@ -58,7 +58,7 @@ export interface StagingLockFile {
 /** Options of {@link createAndLock} and {@link tryLockPath}. */
 export interface StagingLockOptions {
   /** Permission bits of a file we create (the umask applies). @defaultValue `0o600` */
-  mode?: number;
+  mode?: number | undefined;
 }
 
 class StagingLock implements StagingLockFile {

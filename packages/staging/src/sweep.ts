@@ -27,11 +27,11 @@ export interface RecoverProgress {
 /** Options of {@link StagingArea.recover}. */
 export interface RecoverOptions {
   /** Report what would be reclaimed; delete nothing and create no lock file. @defaultValue `false` */
-  dryRun?: boolean;
+  dryRun?: boolean | undefined;
   /** Called after each entry with the running counts. An exception it throws ends the sweep and rejects. */
-  onProgress?: (progress: RecoverProgress) => void;
+  onProgress?: ((progress: RecoverProgress) => void) | undefined;
   /** Stops the sweep: entries in progress finish, then the promise rejects with `signal.reason`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** One entry that could not be recovered. */

@@ -6,20 +6,23 @@
  * is ~10 us of syscalls; a threadpool hop would cost 100-200 us). Only a wait
  * leaves the main thread, onto a dedicated native thread.
  */
-import { fstatSync, mkdirSync, readSync } from 'node:fs';
+import { fstatSync, ftruncateSync, mkdirSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LockError } from '../errors.js';
 import { formatRecord, parseRecord, processStartTicks, type LockOwner } from '../owner.js';
-import { addon, LockType, type NativeAddon } from '../platform/native.js';
+import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
+import { leaseOnFile, nap } from './lease.js';
 import { hooks } from './hooks.js';
 import { E, osError } from './oserror.js';
 import type { Checked } from './options.js';
 
 function native(path: string): NativeAddon {
-  if (!addon) throw new LockError('ENOTSUP', path, 'kernel locks are not available in this process (see kernelLocks.reason)');
+  if (!addon) throw new LockError('ENOTSUP', path, `kernel locks are not available in this process: ${kernelLocks.reason}`);
   return addon;
 }
+
+const never = new AbortController().signal;
 
 /** Opens (creating if needed) the lock file; never follows a symlink. */
 export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents' | 'create' | 'mode'>, extraFlags = 0): number {
@@ -126,7 +129,7 @@ export async function acquireKernel(
 ): Promise<number> {
   const a = native(path);
   const type = o.shared ? LockType.Shared : LockType.Exclusive;
-  for (let attempt = 0; ; attempt++) {
+  for (let replaced = 0; ;) {
     const fd = openLockFile(path, o);
     let ok = false;
     try {
@@ -138,8 +141,24 @@ export async function acquireKernel(
       } else if (r < 0) throw osError(r, 'fcntl', path);
       // The owner record of `recordOf` (rendered now: it carries the time
       // we got the lock) is written by the same native call, once verified.
-      const v = a.verify(fd, path, recordOf === undefined ? undefined : kernelRecord(recordOf));
+      const record = recordOf === undefined ? undefined : kernelRecord(recordOf);
+      const v = a.verify(fd, path, record);
       if (v < 0) throw osError(v, 'fstat', path);
+      if (v === 2) {
+        // A lease file: its holder takes no kernel lock, so judge the lease.
+        const lease = leaseOnFile(path, fd, o);
+        if (!lease.held) {
+          if (record) writeRecord(fd, record, path);
+          ok = true;
+          return fd;
+        }
+        if (!wait)
+          throw new LockError('ELOCKED', path, `'${path}' is leased by another holder`, { owner: lease.owner ?? undefined });
+        a.close(fd);
+        ok = true; // closed already
+        await nap(o.pollInterval, wait() ?? never, {}, lease.pid);
+        continue;
+      }
       if (v === 0) {
         ok = true;
         return fd;
@@ -148,7 +167,17 @@ export async function acquireKernel(
       if (!ok) a.close(fd);
     }
     // Deleted or replaced while we waited: retry on what is at the path now.
-    if (attempt >= 1000) throw new LockError('ECOMPROMISED', path, `'${path}' kept being replaced while locking it`);
+    if (++replaced >= 1000) throw new LockError('ECOMPROMISED', path, `'${path}' kept being replaced while locking it`);
+  }
+}
+
+/** Replaces the content of our lock file with our record (a lease we took over). */
+function writeRecord(fd: number, record: Buffer, path: string): void {
+  try {
+    ftruncateSync(fd, 0);
+    writeSync(fd, record, 0, record.length, 0);
+  } catch (err) {
+    throw Object.assign(err as Error, { path });
   }
 }
 

@@ -295,29 +295,70 @@ class HeldLease implements Lease {
   }
 }
 
-/** Creates the lease file; null when it exists. */
+/**
+ * Creates the lease file, record included, in one step: the record is
+ * written into a fresh hidden file beside it, which is then hard-linked to
+ * `path` (`link` refuses an existing name). So no process ever sees the lease
+ * file empty: a kernel acquirer takes an empty file for a free kernel lock
+ * file (docs/installing.md, "Mixing backends"). A crash between the create
+ * and the unlink leaves a `.xlease-*.tmp` file that holds no lock.
+ *
+ * @returns the descriptor (of the inode now at `path`), or null when `path` exists
+ */
 function create(path: string, o: Checked, record: string): number | null {
-  const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+  const dir = dirname(path);
+  const temp = `${dir}/.xlease-${randomBytes(6).toString('hex')}.tmp`;
   let fd: number;
   try {
-    fd = openSync(path, flags, o.mode);
+    fd = openSync(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, o.mode);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return null;
-    if (code === 'ENOENT' && o.parents) {
-      mkdirSync(dirname(path), { recursive: true });
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && o.parents) {
+      mkdirSync(dir, { recursive: true });
       return create(path, { ...o, parents: false }, record);
     }
-    throw err;
+    throw Object.assign(err as Error, { path });
   }
+  let linked = false;
   try {
     writeSync(fd, record, 0);
-  } catch (err) {
-    closeSync(fd);
-    unlinkSync(path);
-    throw err;
+    try {
+      linkSync(temp, path);
+      linked = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+      throw Object.assign(err as Error, { path });
+    }
+  } finally {
+    unlinkSync(temp);
+    if (!linked) closeSync(fd);
   }
   return fd;
+}
+
+/**
+ * Whether the lease file open on `fd` at `path` is held, by the rules a lease
+ * taker uses (proof of death, or unchanged for a lease length on our clock).
+ * For the kernel backend, which finds a lease where it wanted a lock file.
+ */
+export function leaseOnFile(
+  path: string,
+  fd: number,
+  o: Checked,
+): { held: boolean; owner: LockOwner | null; pid: number | undefined } {
+  const st = fstatSync(fd);
+  const buf = Buffer.allocUnsafe(4096);
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  const owner = parseRecord(buf.toString('utf8', 0, n), st.mtimeMs);
+  const held = !judge(path, { st, owner }, o);
+  if (!held) observations.delete(path);
+  return { held, owner, pid: localPid(owner) };
+}
+
+/** A file a lease may take over: a lease record, or the legacy pid text of nftban and Julia's Pidfile. */
+function leaseFile(seen: { st: Stats; owner: LockOwner | null }): boolean {
+  return (
+    seen.owner !== null && seen.owner.backend !== 'kernel' && (seen.owner.backend === 'lease' || seen.owner.version === undefined)
+  );
 }
 
 /** How often a waiter checks that a local holder's pid still exists (one kill(pid, 0)). */
@@ -329,7 +370,7 @@ const DEATH_PROBE_MS = 3;
  * so neither the watcher nor a long poll would notice it soon); rejects on
  * abort.
  */
-function nap(ms: number, signal: AbortSignal, wake: { fn?: () => void }, pid: number | undefined): Promise<void> {
+export function nap(ms: number, signal: AbortSignal, wake: { fn?: () => void }, pid: number | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = () => {
       clearTimeout(timer);
@@ -387,6 +428,17 @@ export async function acquireLease(
       if (fd === null) {
         const seen = inspect(path);
         if (seen === null) continue; // released between our create and our look
+        if (!leaseFile(seen)) {
+          // Kernel lockers keep their file (empty, or with a kernel record):
+          // no lease will ever be granted here, so say so now, not at a timeout.
+          throw new LockError(
+            'ENOTSUP',
+            path,
+            `'${path}' is a kernel lock file${seen.owner?.pid ? ` (last taken by pid ${seen.owner.pid})` : ''}, not a lease: ` +
+              "processes lock it with backend 'kernel', and a lease cannot exclude them; take it with backend 'kernel'",
+            { owner: seen.owner ?? undefined },
+          );
+        }
         if (judge(path, seen, o)) {
           if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
           const claimed = claim(path, seen.st, o, token);

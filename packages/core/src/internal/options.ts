@@ -9,11 +9,11 @@ export interface LockOptions {
    * and the filesystem supports kernel locks, `'lease'` otherwise.
    * @defaultValue `'auto'`
    */
-  backend?: 'auto' | 'kernel' | 'lease';
+  backend?: 'auto' | 'kernel' | 'lease' | undefined;
   /** Take a shared (read) lock; several shared holders may coexist. Kernel only. @defaultValue `false` */
-  shared?: boolean;
+  shared?: boolean | undefined;
   /** Create missing parent directories of the lock file. @defaultValue `false` */
-  parents?: boolean;
+  parents?: boolean | undefined;
   /**
    * Create the lock file when it is missing. With `false`, a missing file
    * (or one deleted while we lock it) rejects `ENOENT` and nothing is
@@ -21,34 +21,34 @@ export interface LockOptions {
    * without ever mistaking a just-finished owner's file for an abandoned
    * one. Kernel only. @defaultValue `true`
    */
-  create?: boolean;
+  create?: boolean | undefined;
   /** Permission bits of a lock file we create (the umask applies). @defaultValue `0o644` */
-  mode?: number;
+  mode?: number | undefined;
   /**
    * Delete the lock file on release (while still holding it). Kernel default
    * `false`: the file is kept, as nftban and Python `filelock` do, which
    * avoids the unlink race altogether. The lease backend always removes its
    * own file.
    */
-  removeOnRelease?: boolean;
+  removeOnRelease?: boolean | undefined;
   /** Lease: how long an unrefreshed lease lasts before others may take it, in ms. @defaultValue `10000` */
-  staleAfter?: number;
+  staleAfter?: number | undefined;
   /** Lease: how often the holder refreshes its lease, in ms. @defaultValue `staleAfter / 4` */
-  heartbeat?: number;
+  heartbeat?: number | undefined;
   /** Lease: called once when the lock is lost (taken over, deleted or replaced). Never thrown from a timer. */
-  onCompromised?: (error: LockError) => void;
+  onCompromised?: ((error: LockError) => void) | undefined;
   /** `lock()`: give up after this many ms with `ETIMEDOUT`. @defaultValue `Infinity` */
-  timeout?: number;
+  timeout?: number | undefined;
   /** `lock()`: abort the wait; the promise rejects with `signal.reason`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Lease waits: how often to re-check a held lease, in ms (kernel waits are woken by the kernel). @defaultValue `100` */
-  pollInterval?: number;
+  pollInterval?: number | undefined;
   /**
    * Record this process id as the owner instead of our own. With a
    * `ChildProcess`, the lock is also released when that child exits (Julia's
    * `mkpidlock(at, proc)`). A process that is not running rejects `ESRCH`.
    */
-  pid?: number | ChildProcess;
+  pid?: number | ChildProcess | undefined;
 }
 
 const keys = new Set([

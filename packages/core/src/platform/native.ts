@@ -1,7 +1,16 @@
 /**
  * The one place that loads the kernel-lock addon and knows the platform.
  * Nothing else in the package branches on `process.platform`.
+ *
+ * Loading order (docs/installing.md):
+ *   1. `XLOCK_ADDON`, when set: that `.node` file and nothing else;
+ *   2. the prebuild shipped in the package for this platform, architecture
+ *      and C library: `prebuilds/<platform>-<arch>/xlock.<libc>.node`;
+ *   3. the development build, `build/xlock.node` (`pnpm build` in the
+ *      workspace, or `node scripts/build-native.mjs` on purpose).
+ * When none loads, `kernelLocks.reason` says why and what to do.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -28,23 +37,75 @@ export const LockType = { Unlock: 0, Shared: 1, Exclusive: 2 } as const;
 export type LockType = (typeof LockType)[keyof typeof LockType];
 
 const require = createRequire(import.meta.url);
-// Relative to dist/platform/ (and src/platform/ when run from source).
-const candidates = ['../../build/Release/xlock.node', '../../build/Debug/xlock.node'];
+// This file is dist/platform/native.js (src/platform/native.ts under vitest).
+const packageDir = fileURLToPath(new URL('../../', import.meta.url));
+const buildScript = `${packageDir}scripts/build-native.mjs`;
 
-function load(): { addon: NativeAddon | null; reason?: string } {
-  if (process.platform === 'win32') return { addon: null, reason: 'kernel locks are not implemented on Windows' };
-  const failures: string[] = [];
-  for (const rel of candidates) {
-    const file = fileURLToPath(new URL(rel, import.meta.url));
-    try {
-      return { addon: require(file) as NativeAddon };
-    } catch (err) {
-      failures.push(`${file}: ${(err as NodeJS.ErrnoException).code ?? ''} ${(err as Error).message.split('\n')[0]}`);
-    }
+/**
+ * Which C library this process runs on, read from what the process has
+ * mapped (the dynamic loader and libc it really uses), so it is right in a
+ * container, on Alpine, Void or a glibc distro with musl tools installed.
+ * `undefined` for a static Node or no /proc: then both are tried.
+ */
+function detectLibc(): 'glibc' | 'musl' | undefined {
+  let maps: string;
+  try {
+    maps = readFileSync('/proc/self/maps', 'latin1');
+  } catch {
+    return undefined;
   }
+  if (/\/ld-musl-[^/\s]*\.so|\/libc\.musl-[^/\s]*\.so/.test(maps)) return 'musl';
+  if (/\/libc\.so\.6|\/libc-2\.\d+\.so|\/ld-linux[^/\s]*\.so/.test(maps)) return 'glibc';
+  return undefined;
+}
+
+function tryLoad(file: string): { addon?: NativeAddon; error?: string } {
+  try {
+    return { addon: require(file) as NativeAddon };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { error: `${code === 'MODULE_NOT_FOUND' ? 'not there' : (err as Error).message.split('\n')[0]}` };
+  }
+}
+
+/** What was loaded, from where, or why nothing was. */
+interface Loaded {
+  addon: NativeAddon | null;
+  file?: string | undefined;
+  reason?: string | undefined;
+}
+
+function load(): Loaded {
+  const override = process.env.XLOCK_ADDON;
+  if (override) {
+    const r = tryLoad(override);
+    if (r.addon) return { addon: r.addon, file: override };
+    return { addon: null, reason: `XLOCK_ADDON=${override} did not load (${r.error}); unset it to use @x/core's own addon.` };
+  }
+  if (process.platform === 'win32') {
+    return { addon: null, reason: "kernel locks are not implemented on Windows yet; pass backend: 'lease' to lock files there." };
+  }
+  const libc = process.platform === 'linux' ? detectLibc() : undefined;
+  const flavours = process.platform !== 'linux' ? ['node'] : libc ? [libc] : ['glibc', 'musl'];
+  const target = `${process.platform}-${process.arch}`;
+  const tried: string[] = [];
+  for (const flavour of flavours) {
+    const file = `${packageDir}prebuilds/${target}/xlock.${flavour}.node`;
+    const r = tryLoad(file);
+    if (r.addon) return { addon: r.addon, file };
+    tried.push(`${file}: ${r.error}`);
+  }
+  const dev = `${packageDir}build/xlock.node`;
+  const r = tryLoad(dev);
+  if (r.addon) return { addon: r.addon, file: dev };
+  tried.push(`${dev}: ${r.error}`);
+  const what = `${target}${libc ? ` (${libc})` : ''}`;
   return {
     addon: null,
-    reason: `the kernel-lock addon could not be loaded (run \`pnpm install\` to build it); tried:\n  ${failures.join('\n  ')}`,
+    reason:
+      `@x/core has no kernel-lock addon that loads on ${what}: build one from its C source with ` +
+      `\`node ${buildScript}\` (needs a C compiler), or set XLOCK_ADDON to an xlock.node built for this machine. ` +
+      `Tried: ${tried.join('; ')}`,
   };
 }
 
@@ -59,7 +120,10 @@ export const addon: NativeAddon | null = loaded.addon;
  * @remarks `'ofd'` (Linux open-file-description locks) conflicts with classic
  * POSIX `fcntl` locks, so it excludes podman/buildah and Python `fcntl.lockf`.
  * `'flock'` (macOS, BSD) does not interoperate with them. When `available` is
- * false, `reason` says what was tried.
+ * false, `reason` says why and what to do, and `backend: 'auto'` rejects
+ * `ENOTSUP` with that text rather than switching to another kind of lock.
+ * `file` is the addon that was loaded: the prebuild shipped for this
+ * platform, the development build, or the file `XLOCK_ADDON` names.
  *
  * @example
  * ```ts
@@ -69,5 +133,10 @@ export const addon: NativeAddon | null = loaded.addon;
 export const kernelLocks: {
   readonly available: boolean;
   readonly kind: 'ofd' | 'flock' | null;
-  readonly reason?: string;
-} = Object.freeze(addon ? { available: true, kind: addon.kind } : { available: false, kind: null, reason: loaded.reason });
+  readonly file?: string | undefined;
+  readonly reason?: string | undefined;
+} = Object.freeze(
+  addon
+    ? { available: true, kind: addon.kind, ...(loaded.file ? { file: loaded.file } : {}) }
+    : { available: false, kind: null, reason: loaded.reason },
+);

@@ -27,7 +27,7 @@ export interface Probe {
   /** The holder (held), or the last holder the record names (free); null when unknown. */
   owner: LockOwner | null;
   /** Why the state is `unknown`. */
-  error?: Error;
+  error?: Error | undefined;
 }
 
 async function ownerOrNull(path: string): Promise<LockOwner | null> {
