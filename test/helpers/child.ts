@@ -23,8 +23,8 @@ export interface Child {
 
 const live = new Set<ChildProcess>();
 
-export function start(command: string, args: string[]): Child {
-  const proc = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+export function start(command: string, args: string[], env?: NodeJS.ProcessEnv): Child {
+  const proc = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'], ...(env ? { env: { ...process.env, ...env } } : {}) });
   live.add(proc);
   const exited = once(proc, 'exit').then(() => live.delete(proc));
   const lines: string[] = [];
@@ -66,8 +66,17 @@ export function start(command: string, args: string[]): Child {
 }
 
 /** Starts test/fixtures/holder.mjs (see its header) and waits for its first line. */
-export async function holder(method: string, path: string, options?: object): Promise<{ child: Child; first: string }> {
-  const child = start(process.execPath, [fixture('holder.mjs'), method, path, ...(options ? [JSON.stringify(options)] : [])]);
+export async function holder(
+  method: string,
+  path: string,
+  options?: object,
+  env?: NodeJS.ProcessEnv,
+): Promise<{ child: Child; first: string }> {
+  const child = start(
+    process.execPath,
+    [fixture('holder.mjs'), method, path, ...(options ? [JSON.stringify(options)] : [])],
+    env,
+  );
   const first = await child.line();
   return { child, first };
 }
