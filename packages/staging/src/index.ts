@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 export { isLockError, LockError, type LockErrorCode } from '@x/core';
 export { createAndLock, tryLockPath, type StagingLockFile, type StagingLockOptions } from './lockfile.js';
 export { StagingArea, type ListOptions, type StagingAreaOptions, type StagingEntry } from './area.js';
