@@ -11,15 +11,15 @@
  * and prints its report; `--help` works on every command.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, test } from 'vitest';
 import { rootNames, snapshot, staleEntry, worker } from './helpers/area.js';
 import { fixture, holder, reapAll } from './helpers/child.js';
 import { tempDir } from './helpers/tmp.js';
+import { blockedWaiter } from './helpers/proclocks.js';
 
 const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
 
@@ -64,22 +64,6 @@ const xstage = (...args: string[]): Promise<Result> => xstageStart(args).done;
 const nodeCmd = (script: string, ...args: string[]): string[] => [process.execPath, '-e', script, ...args];
 /** A command that creates `marker` (to tell whether it ran). */
 const touch = (marker: string): string[] => nodeCmd("require('fs').writeFileSync(process.argv[1], String(process.pid))", marker);
-
-/**
- * Resolves once some process is blocked in the kernel waiting for a lock on
- * `path` (a `->` line for its inode in /proc/locks): the handshake for
- * `--wait`, no guessing with a sleep. Rejects after 20 s.
- */
-async function blockedWaiter(path: string): Promise<void> {
-  const ino = statSync(path).ino;
-  const deadline = performance.now() + 20_000;
-  while (performance.now() < deadline) {
-    const lines = readFileSync('/proc/locks', 'utf8').split('\n');
-    if (lines.some((l) => l.includes('->') && l.split(/\s+/).some((f) => f.endsWith(`:${ino}`)))) return;
-    await delay(5);
-  }
-  throw new Error(`no process started waiting for ${path} (inode ${ino})`);
-}
 
 function keys(o: object): string[] {
   return Object.keys(o).sort();
