@@ -157,3 +157,16 @@ describe("'auto' follows mounts", () => {
     await after.release();
   });
 });
+
+describe('xstage without the addon', () => {
+  const xstage = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
+  test.each([[['demo', '--workers', '1', '--artifacts', '1']], [['run', '/tmp/xlock-never-created.lock', '--', 'true']]])(
+    'xstage %j exits 69 with the reason, no stack trace',
+    (args) => {
+      const r = spawnSync(process.execPath, [xstage, ...args], { env: { ...process.env, ...noAddon }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(69);
+      expect(r.stderr).toContain('XLOCK_ADDON=/nonexistent/xlock.node did not load');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    },
+  );
+});

@@ -149,11 +149,7 @@ function chooseBackend(path: string, o: Checked): 'kernel' | 'lease' {
   if (o.backend !== 'auto') return o.backend;
   if (onRemoteFs(dirname(path))) return 'lease';
   if (!addon) {
-    throw new LockError(
-      'ENOTSUP',
-      path,
-      `cannot lock '${path}': kernel locks are not available in this process: ${kernelLocks.reason}`,
-    );
+    throw new LockError('ENOTSUP', path, `kernel locks are not available in this process: ${kernelLocks.reason}`);
   }
   return 'kernel';
 }

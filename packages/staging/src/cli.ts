@@ -11,7 +11,8 @@
 import { cmdRecover, recoverUsage } from './cli/recover.js';
 import { cmdRun, runUsage } from './cli/run.js';
 import { cmdStatus, statusUsage } from './cli/status.js';
-import { EX_SOFTWARE, EX_USAGE, err, out, parse, UsageError } from './cli/common.js';
+import { isLockError } from '@x/core';
+import { EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, err, out, parse, UsageError } from './cli/common.js';
 import { demoWorker, runDemo } from './demo.js';
 
 /** The top-level help. */
@@ -108,6 +109,11 @@ async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       err(`xstage ${name}: ${e.message}\nRun 'xstage ${name} --help' for usage.\n`);
       return EX_USAGE;
+    }
+    // Kernel locks unavailable (no addon for this platform): say why and what to do, no stack.
+    if (isLockError(e, 'ENOTSUP')) {
+      err(`xstage ${name}: ${e.message}\n`);
+      return EX_UNAVAILABLE;
     }
     err(`xstage ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     return EX_SOFTWARE;

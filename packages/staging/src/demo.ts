@@ -113,6 +113,11 @@ async function verifyArtifact(dest: string, sha: string): Promise<string | null>
  */
 export async function runDemo(options: DemoOptions): Promise<number> {
   const { workers: nWorkers, artifacts, keep } = options;
+  if (!kernelLocks.available) {
+    // Staging entries are kernel locks: nothing to show without them.
+    process.stderr.write(`xstage demo: ${kernelLocks.reason}\n`);
+    return 69; // EX_UNAVAILABLE
+  }
   const t0 = performance.now();
   const base = await mkdtemp(join(tmpdir(), 'xstage-demo-'));
   const root = join(base, 'staging');
@@ -128,9 +133,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     await mkdir(scratch);
     const area = await StagingArea.open(root);
     say(`xstage demo: staging area ${root}`);
-    say(
-      `  kernel locks: ${kernelLocks.available ? kernelLocks.kind : `unavailable (${kernelLocks.reason})`}; ${nWorkers} writers x ${artifacts} artifacts of ${ARTIFACT_BYTES / 1024} KiB\n`,
-    );
+    say(`  kernel locks: ${kernelLocks.kind}; ${nWorkers} writers x ${artifacts} artifacts of ${ARTIFACT_BYTES / 1024} KiB\n`);
 
     // 1. A holder keeps one entry live through every sweep.
     const holder = startWorker('holder', ['holder', root, store]);

@@ -10,6 +10,7 @@ import {
   EX_NOTFOUND,
   EX_OSERR,
   EX_TEMPFAIL,
+  EX_UNAVAILABLE,
   err,
   holderText,
   out,
@@ -95,6 +96,7 @@ export async function cmdRun(args: string[]): Promise<number> {
       return EX_TEMPFAIL;
     }
     err(`xstage: cannot lock '${path}': ${(e as Error).message}\n`);
+    if (isLockError(e, 'ENOTSUP')) return EX_UNAVAILABLE;
     const code = errnoOf(e);
     if (code === 'EROFS' || code === 'ENOSPC') return EX_CANTCREAT;
     if (code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM') return EX_OSERR;
