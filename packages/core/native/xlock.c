@@ -72,6 +72,10 @@ static int arg_int(napi_env env, napi_value *argv, size_t argc, size_t i,
   return 1;
 }
 
+/* Reads argument i as a path into buf (PATH_BUF bytes). Returns 1, or 0
+ * after throwing a TypeError (not a string, or an embedded NUL the kernel
+ * would silently cut at), or -ENAMETOOLONG for a path the kernel would refuse
+ * as too long anyway: too long is an OS error, like every backend reports it. */
 static int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i,
                     char *buf) {
   size_t len = 0;
@@ -80,10 +84,20 @@ static int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i,
     napi_throw_type_error(env, NULL, "xlock: expected `path` to be a string");
     return 0;
   }
-  if (napi_get_value_string_utf8(env, argv[i], buf, PATH_BUF, &len) != napi_ok ||
-      len >= PATH_BUF - 1 || strlen(buf) != len) {
-    /* Too long, or an embedded NUL the kernel would silently cut at. */
-    napi_throw_type_error(env, NULL, "xlock: `path` is too long or contains NUL");
+  if (napi_get_value_string_utf8(env, argv[i], buf, PATH_BUF, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "xlock: `path` is not a readable string");
+    return 0;
+  }
+  if (len + 4 >= PATH_BUF) {
+    /* Nearly full: maybe cut (N-API never splits a UTF-8 sequence, so a cut
+     * string can stop up to 3 bytes short). Ask for the whole length; PATH_MAX
+     * counts the NUL, so 4095 bytes is the longest path the kernel takes. */
+    size_t full = 0;
+    if (napi_get_value_string_utf8(env, argv[i], NULL, 0, &full) != napi_ok || full > len)
+      return -ENAMETOOLONG;
+  }
+  if (strlen(buf) != len) {
+    napi_throw_type_error(env, NULL, "xlock: `path` contains NUL");
     return 0;
   }
   return 1;
@@ -110,10 +124,12 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   char path[PATH_BUF];
   int32_t flags, mode;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (!arg_path(env, argv, argc, 0, path) ||
+  int pr = arg_path(env, argv, argc, 0, path);
+  if (pr == 0 ||
       !arg_int(env, argv, argc, 1, "flags", &flags) ||
       !arg_int(env, argv, argc, 2, "mode", &mode))
     return NULL;
+  if (pr < 0) return make_int(env, pr);
   int fd;
   do fd = open(path, flags | O_CLOEXEC, (mode_t)mode);
   while (fd < 0 && errno == EINTR);
@@ -209,9 +225,11 @@ static napi_value js_verify(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t len = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int pr = 0;
   if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
-      !arg_path(env, argv, argc, 1, path))
+      (pr = arg_path(env, argv, argc, 1, path)) == 0)
     return NULL;
+  if (pr < 0) return make_int(env, pr);
   if (argc >= 3) {
     napi_valuetype t;
     CHECK(napi_typeof(env, argv[2], &t));
@@ -241,9 +259,11 @@ static napi_value js_unlink_held(napi_env env, napi_callback_info info) {
   char path[PATH_BUF];
   int32_t fd;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int pr = 0;
   if (!arg_int(env, argv, argc, 0, "fd", &fd) ||
-      !arg_path(env, argv, argc, 1, path))
+      (pr = arg_path(env, argv, argc, 1, path)) == 0)
     return NULL;
+  if (pr < 0) return make_int(env, pr);
   struct stat a;
   int same = held_at(fd, path, &a, 0);
   if (same != 0) return make_int(env, same);
@@ -269,8 +289,9 @@ static napi_value js_rename_noreplace(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char from[PATH_BUF], to[PATH_BUF];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (!arg_path(env, argv, argc, 0, from) || !arg_path(env, argv, argc, 1, to))
-    return NULL;
+  int pf = arg_path(env, argv, argc, 0, from), pt = pf == 0 ? 0 : arg_path(env, argv, argc, 1, to);
+  if (pf == 0 || pt == 0) return NULL;
+  if (pf < 0 || pt < 0) return make_int(env, -ENAMETOOLONG);
 #if defined(__linux__) && defined(SYS_renameat2)
   if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */) == 0)
     return make_int(env, 0);

@@ -1,0 +1,86 @@
+/**
+ * Hostile names (issue 12, items 1 and 2): paths at the kernel's limits.
+ * PATH_MAX is 4096 bytes with the NUL (so 4095 is the longest path), NAME_MAX
+ * is 255 bytes per component. Too long is an OS error, `ENAMETOOLONG` with the
+ * path, from every backend; a lease on any legal name can be released, taken
+ * over, and its crash leftovers reclaimed.
+ */
+import { afterEach, describe, expect, test } from 'vitest';
+import { readOwner, tryLock } from '@x/core';
+import { mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { reapAll } from './helpers/child.js';
+import { osErrorOf } from './helpers/core-util.js';
+import { tempDir } from './helpers/tmp.js';
+
+afterEach(reapAll);
+
+const PATH_MAX = 4095; // bytes, without the NUL
+
+/** A path of exactly `total` bytes under `base` whose last component is `leaf` long; creates its parents. */
+function longPath(base: string, total: number, leaf: number): string {
+  let dir = base;
+  // Components of at most 200 bytes until only the leaf (and its '/') is left.
+  while (dir.length + 1 + leaf < total) {
+    const room = total - leaf - 1 - dir.length - 1;
+    dir = join(dir, 'd'.repeat(Math.min(200, Math.max(1, room))));
+  }
+  const path = join(dir, 'L'.repeat(total - dir.length - 1));
+  expect(Buffer.byteLength(path)).toBe(total);
+  mkdirSync(dir, { recursive: true });
+  return path;
+}
+
+describe('path length limits', () => {
+  test.each(['kernel', 'lease'] as const)('%s: a 4095-byte path (the longest legal one) locks and releases', async (backend) => {
+    await using d = await tempDir();
+    const p = longPath(d.path, PATH_MAX, 20);
+    const held = await tryLock(p, { backend });
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    await held.release();
+  });
+
+  test.each(['kernel', 'lease'] as const)('%s: a 4096-byte path rejects ENAMETOOLONG with its path', async (backend) => {
+    await using d = await tempDir();
+    const p = longPath(d.path, PATH_MAX, 20) + 'x';
+    const err = await osErrorOf(tryLock(p, { backend }));
+    expect(err).not.toBeInstanceOf(TypeError);
+    expect(err.code).toBe('ENAMETOOLONG');
+    expect(err.path).toBe(p);
+  });
+
+  test.each(['kernel', 'lease'] as const)(
+    '%s: a far too long path (8 KiB) rejects ENAMETOOLONG with its path',
+    async (backend) => {
+      await using d = await tempDir();
+      const p = join(d.path, 'a/'.repeat(4096) + 'x.lock');
+      const err = await osErrorOf(tryLock(p, { backend, parents: true }));
+      expect(err.code).toBe('ENAMETOOLONG');
+      expect(err.path).toBe(p);
+      expect(readdirSync(d.path)).toEqual([]);
+    },
+  );
+
+  test.each(['kernel', 'lease'] as const)('%s: a 256-byte name rejects ENAMETOOLONG with its path', async (backend) => {
+    await using d = await tempDir();
+    const p = join(d.path, 'n'.repeat(256));
+    const err = await osErrorOf(tryLock(p, { backend }));
+    expect(err.code).toBe('ENAMETOOLONG');
+    expect(err.path).toBe(p);
+  });
+
+  test('a multi-byte character straddling the limit is too long, never cut', async () => {
+    await using d = await tempDir();
+    // 4093 bytes, then a 3-byte character: 4096 bytes, one more than the limit.
+    const p = longPath(d.path, PATH_MAX - 2, 20) + '€';
+    expect(Buffer.byteLength(p)).toBe(PATH_MAX + 1);
+    const err = await osErrorOf(tryLock(p, { backend: 'kernel' }));
+    expect(err.code).toBe('ENAMETOOLONG');
+    expect(readdirSync(join(p, '..'))).toEqual([]);
+  });
+
+  test('a NUL byte stays a TypeError', async () => {
+    await using d = await tempDir();
+    await expect(tryLock(join(d.path, 'a\0b'), { backend: 'kernel' })).rejects.toBeInstanceOf(TypeError);
+  });
+});
