@@ -11,7 +11,7 @@ import { mkdir, open, opendir, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createAndLock } from './lockfile.js';
 import { Entry, type StagingDir } from './entry.js';
-import { checkObject, checkPath, checkSignal, errnoOf, lstatQuiet, osError, show } from './internal/fsutil.js';
+import { checkObject, checkPath, checkSignal, errnoOf, lstatQuiet, makeDirs, osError, show } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
 import { AREA_MARKER, classify, LOCK_PREFIX } from './naming.js';
 import { recoverArea, type RecoverOptions, type RecoverReport } from './sweep.js';
@@ -143,14 +143,8 @@ export class StagingArea {
     if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) {
       throw new TypeError(`Expected \`mode\` to be an integer from 0 to 0o7777, got ${show(mode)}`);
     }
-    let made = false;
-    if (create) {
-      try {
-        made = (await mkdir(abs, { recursive: true, mode })) !== undefined;
-      } catch (err) {
-        if (errnoOf(err) !== 'EEXIST') throw err; // a file there: ENOTDIR below
-      }
-    }
+    // A file there: ENOTDIR below.
+    const made = create && makeDirs(abs, mode);
     // stat, not lstat: a root that is a symlink to a directory (a store moved
     // to another disk) is that directory; we keep its real path, so checks
     // that compare paths with the root (commit's dest) see through the link.

@@ -6,13 +6,14 @@
  * is ~10 us of syscalls; a threadpool hop would cost 100-200 us). Only a wait
  * leaves the main thread, onto a dedicated native thread.
  */
-import { fstatSync, ftruncateSync, mkdirSync, readSync, writeSync } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LockError } from '../errors.js';
 import { formatRecord, parseRecord, processStartTicks, type LockOwner } from '../owner.js';
 import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
+import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
 import { E, osError } from './oserror.js';
 import type { Checked } from './options.js';
@@ -30,7 +31,7 @@ export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents'
   const flags = (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | (o.create ? fsc.O_CREAT : 0) | fsc.O_NOFOLLOW | extraFlags;
   let fd = a.open(path, flags, o.mode);
   if (fd === E.ENOENT && o.parents && o.create) {
-    mkdirSync(dirname(path), { recursive: true });
+    makeDirs(dirname(path));
     fd = a.open(path, flags, o.mode);
   }
   if (fd < 0) throw osError(fd, 'open', path);

@@ -45,7 +45,6 @@ import {
   futimesSync,
   linkSync,
   lstatSync,
-  mkdirSync,
   openSync,
   readFileSync,
   readSync,
@@ -60,7 +59,9 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { LockError } from '../errors.js';
 import { formatRecord, parseRecord, processStartTicks, procStat, selfIdentity, type LockOwner } from '../owner.js';
+import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
+import { withPath } from './oserror.js';
 import type { Checked } from './options.js';
 
 /** Lease length when neither the observer nor the record says. */
@@ -95,6 +96,8 @@ function inspect(path: string): { st: Stats; owner: LockOwner | null } | null {
     const buf = Buffer.allocUnsafe(4096);
     const n = readSync(fd, buf, 0, buf.length, 0);
     return { st, owner: parseRecord(buf.toString('utf8', 0, n), st.mtimeMs) };
+  } catch (err) {
+    throw withPath(err, path);
   } finally {
     closeSync(fd);
   }
@@ -313,10 +316,10 @@ function create(path: string, o: Checked, record: string): number | null {
     fd = openSync(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, o.mode);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && o.parents) {
-      mkdirSync(dir, { recursive: true });
+      makeDirs(dir);
       return create(path, { ...o, parents: false }, record);
     }
-    throw Object.assign(err as Error, { path });
+    throw withPath(err, path);
   }
   let linked = false;
   try {
@@ -326,8 +329,10 @@ function create(path: string, o: Checked, record: string): number | null {
       linked = true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
-      throw Object.assign(err as Error, { path });
+      throw err;
     }
+  } catch (err) {
+    throw withPath(err, path);
   } finally {
     unlinkSync(temp);
     if (!linked) closeSync(fd);

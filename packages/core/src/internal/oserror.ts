@@ -31,3 +31,22 @@ export const E = {
   ECANCELED: -constants.errno.ECANCELED,
   ESRCH: -constants.errno.ESRCH,
 } as const;
+
+/**
+ * Makes an OS error of a Node `fs` call name the path the caller acts on: a
+ * call that names none (`write`, `fstat`, `futimes`...) or one of our hidden
+ * side files (a lease's temporary file) gets `path`, in Node's message shape
+ * (`ENOSPC: no space left on device, write '/x/a.lock'`). Every OS error we
+ * surface carries the path the user gave. Returns `err` itself.
+ */
+export function withPath(err: unknown, path: string): unknown {
+  const e = err as Partial<OsError> | null;
+  if (!(err instanceof Error) || typeof e?.code !== 'string' || e.path === path) return err;
+  const old = e.path;
+  e.path = path;
+  err.message =
+    old !== undefined && err.message.includes(`'${old}'`)
+      ? err.message.replace(`'${old}'`, `'${path}'`)
+      : `${err.message} '${path}'`;
+  return err;
+}

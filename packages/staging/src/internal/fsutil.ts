@@ -5,9 +5,9 @@
  * (asynchronous: an fsync is slow). Every walk streams (`opendir`): memory
  * grows with the depth of a tree, never with the number of its entries.
  */
-import { constants as fsc, lstatSync, opendirSync, rmdirSync, unlinkSync, type Dir, type Stats } from 'node:fs';
+import { constants as fsc, lstatSync, mkdirSync, opendirSync, rmdirSync, unlinkSync, type Dir, type Stats } from 'node:fs';
 import { lstat, open, opendir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** The errno code of `err`, if it has one. */
 export function errnoOf(err: unknown): string | undefined {
@@ -25,6 +25,44 @@ export function osError(code: string, syscall: string, path: string, detail: str
   err.syscall = syscall;
   err.path = path;
   return err;
+}
+
+/**
+ * Gives an OS error of a call that does not name a path (an fsync through a
+ * file handle...) the path it concerns, in Node's message shape. Returns `err`.
+ */
+export function withPath(err: unknown, path: string): unknown {
+  const e = err as NodeJS.ErrnoException | null;
+  if (err instanceof Error && typeof e?.code === 'string' && e.path === undefined) {
+    e.path = path;
+    err.message = `${err.message} '${path}'`;
+  }
+  return err;
+}
+
+/**
+ * Creates `dir` and its missing parents (with `mode`), one level at a time,
+ * so that a failure reports its real cause (`EROFS`, `ENOSPC`, `EACCES`...)
+ * with the path of the level that failed, where Node's recursive `mkdir`
+ * says `ENOENT`. Returns whether `dir` itself was created by this call.
+ */
+export function makeDirs(dir: string, mode: number): boolean {
+  try {
+    mkdirSync(dir, { mode });
+    return true;
+  } catch (err) {
+    const code = errnoOf(err);
+    if (code === 'EEXIST') return false; // a file there: the caller's stat says ENOTDIR
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
+  }
+  makeDirs(dirname(dir), mode);
+  try {
+    mkdirSync(dir, { mode });
+    return true;
+  } catch (err) {
+    if (errnoOf(err) !== 'EEXIST') throw err;
+    return false;
+  }
 }
 
 /** `lstat`, or `null` when nothing is at `path`. */
@@ -167,6 +205,8 @@ export async function fsyncPath(path: string, directory: boolean): Promise<void>
   const handle = await open(path, flags);
   try {
     await handle.sync();
+  } catch (err) {
+    throw withPath(err, path);
   } finally {
     await handle.close();
   }
