@@ -7,9 +7,11 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import { readOwner, tryLock } from '@x/core';
-import { mkdirSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { reapAll } from './helpers/child.js';
+import { once } from 'node:events';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { fixture, reapAll, start } from './helpers/child.js';
 import { osErrorOf } from './helpers/core-util.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -82,5 +84,87 @@ describe('path length limits', () => {
   test('a NUL byte stays a TypeError', async () => {
     await using d = await tempDir();
     await expect(tryLock(join(d.path, 'a\0b'), { backend: 'kernel' })).rejects.toBeInstanceOf(TypeError);
+  });
+});
+
+/** A lease at `path` whose holder was SIGKILLed (provably dead on this host). */
+async function staleLease(path: string): Promise<void> {
+  const child = start(process.execPath, [fixture('lease-holder.mjs'), path, '{}']);
+  expect(await child.line()).toBe('acquired');
+  child.proc.kill('SIGKILL');
+  await child.reap();
+}
+
+/** Runs lease-crash.mjs, which SIGKILLs itself mid-`step`; resolves once it is dead. */
+async function crashMidStep(path: string, step: 'release' | 'takeover'): Promise<void> {
+  const child = start(process.execPath, [fixture('lease-crash.mjs'), path, step]);
+  const exited = once(child.proc, 'exit');
+  if (step === 'release') expect(await child.line()).toBe('acquired');
+  const [code, signal] = (await exited) as [number | null, string | null];
+  expect({ code, signal }).toEqual({ code: null, signal: 'SIGKILL' });
+}
+
+describe('lease side files fit whenever the lock file fits', () => {
+  const names = [
+    ['a 255-byte name (NAME_MAX)', (d: string) => join(d, 'n'.repeat(255))],
+    ['a 4095-byte path (PATH_MAX) with a short name', (d: string) => longPath(d, PATH_MAX, 1)],
+    ['a 4095-byte path with a 255-byte name', (d: string) => longPath(d, PATH_MAX, 255)],
+  ] as const;
+
+  test.each(names)('%s: release leaves nothing behind', async (_what, at) => {
+    await using d = await tempDir();
+    const p = at(d.path);
+    const held = await tryLock(p, { backend: 'lease' });
+    await held.release();
+    expect(readdirSync(dirname(p))).toEqual([]);
+  });
+
+  test.each(names)("%s: a dead holder's lease is taken over", async (_what, at) => {
+    await using d = await tempDir();
+    const p = at(d.path);
+    await staleLease(p);
+    const held = await tryLock(p, { backend: 'lease' });
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    expect(readdirSync(dirname(p))).toEqual([basename(p)]);
+    await held.release();
+    expect(readdirSync(dirname(p))).toEqual([]);
+  });
+
+  test.each(names)('%s: a crash mid-release leaves a side file the next taker reclaims', async (_what, at) => {
+    await using d = await tempDir();
+    const p = at(d.path);
+    await crashMidStep(p, 'release');
+    const left = readdirSync(dirname(p));
+    expect(left).toHaveLength(1);
+    expect(left[0]).toMatch(/^\.[0-9a-f]{16}\.released\.[0-9a-f]{16}$/);
+    const held = await tryLock(p, { backend: 'lease' });
+    expect(readdirSync(dirname(p))).toEqual([basename(p)]);
+    await held.release();
+    expect(readdirSync(dirname(p))).toEqual([]);
+  });
+
+  test.each(names)('%s: a crash mid-takeover leaves side files the next taker reclaims', async (_what, at) => {
+    await using d = await tempDir();
+    const p = at(d.path);
+    await staleLease(p);
+    await crashMidStep(p, 'takeover');
+    const left = readdirSync(dirname(p)).sort();
+    expect(left).toHaveLength(2);
+    expect(left.map((n) => n.split('.')[2])).toEqual(['broken', 'claim']);
+    const held = await tryLock(p, { backend: 'lease' });
+    expect(readdirSync(dirname(p))).toEqual([basename(p)]);
+    await held.release();
+    expect(readdirSync(dirname(p))).toEqual([]);
+  });
+
+  test("a stranger's file that shares the prefix but holds no lease record is left alone", async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'x.lock');
+    const h = createHash('sha256').update('x.lock').digest('hex').slice(0, 16);
+    const stranger = `.${h}.released.notalease`;
+    writeFileSync(join(d.path, stranger), 'not a lease record\n');
+    const held = await tryLock(p, { backend: 'lease' });
+    await held.release();
+    expect(readdirSync(d.path)).toEqual([stranger]);
   });
 });

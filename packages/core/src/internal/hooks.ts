@@ -14,6 +14,11 @@ export interface TestHooks {
   afterCreate?: ((hidden: string) => void) | undefined;
   /** Lease: after a lease was judged stale, before it is claimed by rename. */
   beforeTakeover?: ((path: string) => void | Promise<void>) | undefined;
+  /**
+   * Lease: right after a release or a takeover renamed the lease file aside
+   * (synchronous), so a test can crash the process at exactly that point.
+   */
+  afterAside?: ((purpose: 'released' | 'broken', aside: string) => void) | undefined;
 }
 
 export const hooks: TestHooks = {};

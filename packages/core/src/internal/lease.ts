@@ -26,7 +26,9 @@
  *   (`link` to one name: exactly one of N concurrent takers wins), check the
  *   claim is that very state, move the file aside by `rename`, confirm, then
  *   unlink and create afresh (see `claim`). A taker that judged late and
- *   links a live file only removes its own extra link.
+ *   links a live file only removes its own extra link. Side files (claims,
+ *   files moved aside) have short fixed-length names that fit whenever the
+ *   lock file fits, and a holder reclaims crash leftovers: lease-sides.ts.
  * - Release: only while the file at `path` is still ours, rename it aside,
  *   confirm, unlink. Never unlink by path alone.
  *
@@ -49,7 +51,6 @@ import {
   readFileSync,
   readSync,
   renameSync,
-  unlinkSync,
   watch,
   writeSync,
   type FSWatcher,
@@ -61,6 +62,7 @@ import { LockError } from '../errors.js';
 import { formatRecord, parseRecord, processStartTicks, procStat, selfIdentity, type LockOwner } from '../owner.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
+import { SideFiles, unlinkQuiet } from './lease-sides.js';
 import { withPath } from './oserror.js';
 import type { Checked } from './options.js';
 
@@ -159,23 +161,29 @@ function judge(path: string, seen: { st: Stats; owner: LockOwner | null }, o: Ch
   return now - prev.since >= leaseMs;
 }
 
+/** `lstat`, or null when the file is gone (a holder reclaimed a side file, see lease-sides.ts). */
+function lstatOrNull(path: string): Stats | null {
+  return lstatSync(path, { throwIfNoEntry: false }) ?? null;
+}
+
 /**
  * Claims the lease file judged stale, so that exactly one of several
  * concurrent takers may remove it, and none can remove a live file.
  *
  * The claim is a hard link whose name is derived from the judged state
- * (`path.claim.<ino>-<mtime>`): takers that judged the same state race for
+ * (see lease-sides.ts): takers that judged the same state race for
  * the same name and only one `link` succeeds. The winner then checks that
  * what it linked is really the judged state; if the path had already been
  * replaced by a live file, it only drops its extra link (harmless). The claim
  * stays until the winner has created its own file, so the stale inode (and
- * its number) cannot be reused meanwhile.
+ * its number) cannot be reused meanwhile. A side file that vanishes midway
+ * was reclaimed by a process that holds the lease now: start over.
  *
  * @returns the claim path to unlink after our create, or null when the lease
  * is not ours to break (someone else is breaking it, or it is alive)
  */
-function claim(path: string, judged: Stats, o: Checked, token: string): string | null | 'gone' {
-  const name = `${path}.claim.${judged.ino}-${Math.round(judged.mtimeMs * 1000)}`;
+function claim(path: string, judged: Stats, o: Checked, sides: SideFiles): string | null | 'gone' {
+  const name = sides.claimPath(judged);
   try {
     linkSync(path, name);
   } catch (err) {
@@ -186,37 +194,45 @@ function claim(path: string, judged: Stats, o: Checked, token: string): string |
     // abandoned once it stayed unchanged for a lease length on our clock.
     try {
       const st = lstatSync(name);
-      if (judge(`\0claim\0${name}`, { st, owner: null }, o)) unlinkSync(name);
+      if (judge(`\0claim\0${name}`, { st, owner: null }, o)) unlinkQuiet(name);
     } catch {
       // gone already
     }
     return null;
   }
-  if (stateKey(lstatSync(name)) !== stateKey(judged)) {
-    unlinkSync(name); // we linked a live file: removing our extra name leaves it intact
+  const linked = lstatOrNull(name);
+  if (linked === null) return 'gone';
+  if (stateKey(linked) !== stateKey(judged)) {
+    unlinkQuiet(name); // we linked a live file: removing our extra name leaves it intact
     return null;
   }
   // Ours to break. Move it aside rather than unlink by path, and confirm.
-  const aside = `${path}.broken.${token}`;
+  const aside = sides.path('broken');
   try {
     renameSync(path, aside);
   } catch (err) {
-    unlinkSync(name);
+    unlinkQuiet(name);
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';
     throw err;
   }
-  if (lstatSync(aside).ino !== judged.ino) {
+  hooks.afterAside?.('broken', aside);
+  const moved = lstatOrNull(aside);
+  if (moved === null) {
+    unlinkQuiet(name);
+    return 'gone';
+  }
+  if (moved.ino !== judged.ino) {
     // Its holder resumed and released, and a newcomer slipped in: put it back.
     try {
       linkSync(aside, path);
     } catch {
       // a third file exists; the displaced holder learns on its next beat
     }
-    unlinkSync(aside);
-    unlinkSync(name);
+    unlinkQuiet(aside);
+    unlinkQuiet(name);
     return null;
   }
-  unlinkSync(aside);
+  unlinkQuiet(aside);
   observations.delete(path);
   return name;
 }
@@ -225,16 +241,16 @@ class HeldLease implements Lease {
   readonly #path: string;
   readonly #fd: number;
   readonly #ino: number;
-  readonly #token: string;
+  readonly #sides: SideFiles;
   readonly #lost: (error: LockError) => void;
   #timer: NodeJS.Timeout | undefined;
   #gone: LockError | undefined;
 
-  constructor(path: string, fd: number, token: string, beatMs: number, lost: (error: LockError) => void) {
+  constructor(path: string, fd: number, sides: SideFiles, beatMs: number, lost: (error: LockError) => void) {
     this.#path = path;
     this.#fd = fd;
     this.#ino = fstatSync(fd).ino;
-    this.#token = token;
+    this.#sides = sides;
     this.#lost = lost;
     this.#timer = setInterval(() => this.#beat(), beatMs);
     this.#timer.unref();
@@ -274,9 +290,12 @@ class HeldLease implements Lease {
     let error: unknown = this.#gone;
     try {
       if (!error && this.#ours()) {
-        const aside = `${this.#path}.released.${this.#token}`;
+        const aside = this.#sides.path('released');
         renameSync(this.#path, aside);
-        if (lstatSync(aside).ino !== this.#ino) {
+        hooks.afterAside?.('released', aside);
+        // Gone already: a newcomer took the free lease and reclaimed it.
+        const moved = lstatOrNull(aside);
+        if (moved !== null && moved.ino !== this.#ino) {
           // A takeover swapped files between our check and the rename.
           try {
             linkSync(aside, this.#path);
@@ -285,7 +304,7 @@ class HeldLease implements Lease {
           }
           error = new LockError('ECOMPROMISED', this.#path, `the lease on '${this.#path}' was taken over`);
         }
-        unlinkSync(aside);
+        unlinkQuiet(aside);
       } else if (!error) {
         error = new LockError('ECOMPROMISED', this.#path, `the lease file '${this.#path}' was deleted or taken over`);
       }
@@ -293,6 +312,7 @@ class HeldLease implements Lease {
       error ??= err;
     } finally {
       closeSync(this.#fd);
+      this.#sides.close();
     }
     if (error) throw error;
   }
@@ -300,24 +320,26 @@ class HeldLease implements Lease {
 
 /**
  * Creates the lease file, record included, in one step: the record is
- * written into a fresh hidden file beside it, which is then hard-linked to
- * `path` (`link` refuses an existing name). So no process ever sees the lease
- * file empty: a kernel acquirer takes an empty file for a free kernel lock
- * file (docs/installing.md, "Mixing backends"). A crash between the create
- * and the unlink leaves a `.xlease-*.tmp` file that holds no lock.
+ * written into a fresh hidden side file beside it (lease-sides.ts), which is
+ * then hard-linked to `path` (`link` refuses an existing name). So no process
+ * ever sees the lease file empty: a kernel acquirer takes an empty file for a
+ * free kernel lock file (docs/installing.md, "Mixing backends"). A crash
+ * between the create and the unlink leaves a side file that holds no lock;
+ * the next holder reclaims it. A temporary file that vanishes before the
+ * link was reclaimed by a holder: `path` exists.
  *
  * @returns the descriptor (of the inode now at `path`), or null when `path` exists
  */
-function create(path: string, o: Checked, record: string): number | null {
-  const dir = dirname(path);
-  const temp = `${dir}/.xlease-${randomBytes(6).toString('hex')}.tmp`;
+function create(path: string, o: Checked, record: string, sides: SideFiles): number | null {
+  let temp: string;
   let fd: number;
   try {
+    temp = sides.path('create');
     fd = openSync(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, o.mode);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && o.parents) {
-      makeDirs(dir);
-      return create(path, { ...o, parents: false }, record);
+      makeDirs(dirname(path));
+      return create(path, { ...o, parents: false }, record, sides);
     }
     throw withPath(err, path);
   }
@@ -328,13 +350,14 @@ function create(path: string, o: Checked, record: string): number | null {
       linkSync(temp, path);
       linked = true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' || (code === 'ENOENT' && lstatOrNull(temp) === null)) return null;
       throw err;
     }
   } catch (err) {
     throw withPath(err, path);
   } finally {
-    unlinkSync(temp);
+    unlinkQuiet(temp);
     if (!linked) closeSync(fd);
   }
   return fd;
@@ -365,6 +388,9 @@ function leaseFile(seen: { st: Stats; owner: LockOwner | null }): boolean {
     seen.owner !== null && seen.owner.backend !== 'kernel' && (seen.owner.backend === 'lease' || seen.owner.version === undefined)
   );
 }
+
+/** Lease paths whose side files this process has already reclaimed once. */
+const reclaimed = new Set<string>();
 
 /** How often a waiter checks that a local holder's pid still exists (one kill(pid, 0)). */
 const DEATH_PROBE_MS = 3;
@@ -427,9 +453,12 @@ export async function acquireLease(
   const record = formatRecord({ backend: 'lease', pid, startTicks: processStartTicks(pid), token, leaseMs: staleAfter });
   let watcher: FSWatcher | undefined;
   const wake: { fn?: () => void } = {};
+  const sides = new SideFiles(path);
+  let held: HeldLease | undefined;
   try {
     for (;;) {
-      let fd = create(path, o, record);
+      let fd = create(path, o, record, sides);
+      let tookOver = false;
       if (fd === null) {
         const seen = inspect(path);
         if (seen === null) continue; // released between our create and our look
@@ -446,15 +475,16 @@ export async function acquireLease(
         }
         if (judge(path, seen, o)) {
           if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
-          const claimed = claim(path, seen.st, o, token);
+          const claimed = claim(path, seen.st, o, sides);
           if (claimed === 'gone') continue;
           if (claimed !== null) {
             try {
-              fd = create(path, o, record);
+              fd = create(path, o, record, sides);
             } finally {
-              unlinkSync(claimed);
+              unlinkQuiet(claimed);
             }
             if (fd === null) continue; // a newcomer was faster: judge it
+            tookOver = true;
           }
         }
         if (fd === null) {
@@ -478,9 +508,18 @@ export async function acquireLease(
         }
       }
       observations.delete(path);
-      return new HeldLease(path, fd, token, beat, lost);
+      held = new HeldLease(path, fd, sides, beat, lost);
+      // Crash leftovers (lease-sides.ts): looked for after a takeover (its
+      // holder died, perhaps mid-step) and on this process's first lease of
+      // the path (a crash before we ran), never on the hot path after that.
+      if (tookOver || !reclaimed.has(path)) {
+        reclaimed.add(path);
+        sides.reclaim();
+      }
+      return held;
     }
   } finally {
     watcher?.close();
+    if (!held) sides.close();
   }
 }
