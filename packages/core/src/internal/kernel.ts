@@ -9,7 +9,7 @@
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { LockError } from '../errors.js';
+import { LockError, lockedError } from '../errors.js';
 import { formatRecord, parseRecord, processStartTicks, type LockOwner } from '../owner.js';
 import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
@@ -137,7 +137,7 @@ export async function acquireKernel(
       if (hooks.afterOpen) await hooks.afterOpen(path);
       const r = a.setlk(fd, type);
       if (r === E.EAGAIN) {
-        if (!wait) throw new LockError('ELOCKED', path, `'${path}' is locked by another holder`, { owner: ownerOf(fd, type) });
+        if (!wait) throw lockedError(path, ownerOf(fd, type));
         await nativeWait(fd, type, wait(), path);
       } else if (r < 0) throw osError(r, 'fcntl', path);
       // The owner record of `recordOf` (rendered now: it carries the time

@@ -58,7 +58,7 @@ import {
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname } from 'node:path';
-import { LockError } from '../errors.js';
+import { LockError, lockedError } from '../errors.js';
 import { formatRecord, parseRecord, processStartTicks, procStat, selfIdentity, type LockOwner } from '../owner.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
@@ -489,7 +489,7 @@ export async function acquireLease(
         }
         if (fd === null) {
           if (!wait) {
-            throw new LockError('ELOCKED', path, `'${path}' is leased by another holder`, { owner: seen.owner ?? undefined });
+            throw lockedError(path, seen.owner);
           }
           const signal = wait();
           signal.throwIfAborted();

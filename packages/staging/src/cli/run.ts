@@ -12,7 +12,6 @@ import {
   EX_TEMPFAIL,
   EX_UNAVAILABLE,
   err,
-  holderText,
   out,
   parse,
   UsageError,
@@ -88,7 +87,8 @@ export async function cmdRun(args: string[]): Promise<number> {
     held = wait ? await lock(path, { timeout: timeoutMs }) : await tryLock(path);
   } catch (e) {
     if (isLockError(e, 'ELOCKED')) {
-      err(`xstage: '${path}' is locked${holderText(e.owner)}\n`);
+      // @x/core's message names the holder: '<path>' is locked by pid N on host (kernel, held 3.2 s).
+      err(`xstage: ${e.message.replace(/^ELOCKED: /, '')}\n`);
       return EX_TEMPFAIL;
     }
     if (isLockError(e, 'ETIMEDOUT')) {
