@@ -31,7 +31,13 @@ export function parse<T extends Options>(
   try {
     return parseArgs({ args, options: { ...help, ...options }, allowPositionals: true, strict: true });
   } catch (err) {
-    if (errnoOf(err)?.startsWith('ERR_PARSE_ARGS')) throw new UsageError((err as Error).message);
+    const code = errnoOf(err);
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      // Node's own text ends in an unbalanced quote (as in '-- "--foo"): say it ourselves.
+      const name = /'([^']*)'/.exec((err as Error).message)?.[1] ?? '?';
+      throw new UsageError(`unknown option '${name}' (an argument that starts with '-' goes after '--')`);
+    }
+    if (code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError((err as Error).message);
     throw err;
   }
 }

@@ -72,6 +72,10 @@ export async function cmdRun(args: string[]): Promise<number> {
       positionals.length === 0 ? 'missing <lockpath>' : `unexpected argument '${positionals[1]}' (put the command after --)`,
     );
   if (command.length === 0) throw new UsageError('missing the command to run (after --)');
+  if (args[i] !== '--' && command[0]!.startsWith('-')) {
+    // `run L --timeout 5 -- cmd`: an option after the lock path, caught before the lock is taken.
+    throw new UsageError(`option '${command[0]}' after <lockpath>: options come before it`);
+  }
   let timeoutMs = Infinity;
   if (values.timeout !== undefined) {
     if (!/^(\d+\.?\d*|\.\d+)$/.test(values.timeout))

@@ -1,7 +1,7 @@
 /** `xstage status`: who holds a lock file, or every lock of a staging root. */
 import { existsSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { AREA_MARKER, StagingArea, type StagingEntry } from '../area.js';
 import { probeLock } from '../internal/probe.js';
 import { errnoOf } from '../internal/fsutil.js';
@@ -32,8 +32,10 @@ Options:
                (age in ms, startedAt in ms since the epoch; null when unknown)
   -h, --help   show this help
 
-Exit status: 0; 66 when the path cannot be read or is a directory that is
-not a staging area; 64 usage error.
+Exit status: 0; 66 when the path cannot be read, its directory does not
+exist, it is a directory that is not a staging area, or it is neither a lock
+file nor a directory (a file whose content is no owner record and that
+nobody locks, or any file given as 'root/'); 64 usage error.
 `;
 
 export async function cmdStatus(args: string[]): Promise<number> {
@@ -41,7 +43,8 @@ export async function cmdStatus(args: string[]): Promise<number> {
   if (values.help) return (out(statusUsage), 0);
   if (positionals.length !== 1)
     throw new UsageError(positionals.length === 0 ? 'missing <path|root>' : `unexpected argument '${positionals[1]}'`);
-  const path = resolve(positionals[0]!);
+  const given = positionals[0]!;
+  const path = resolve(given);
   let st;
   try {
     st = await lstat(path);
@@ -52,8 +55,29 @@ export async function cmdStatus(args: string[]): Promise<number> {
     }
   }
   if (st?.isDirectory()) return isArea(path) ? statusRoot(path, values.json === true) : EX_NOINPUT;
+  if (st && /\/\.?$/.test(given)) {
+    // `root/`: a staging root is expected, as `recover` expects one.
+    err(`xstage: '${path}' is not a directory (a staging root was expected)\n`);
+    return EX_NOINPUT;
+  }
+  if (!st) {
+    // A missing lock file is an answer only where its directory exists: a
+    // mistyped directory must not read as "missing".
+    const dir = dirname(path);
+    const dirSt = await lstat(dir).catch(() => null);
+    if (!dirSt?.isDirectory()) {
+      err(`xstage: cannot read '${path}': ${dirSt ? 'its parent is not a directory' : `no such directory '${dir}'`}\n`);
+      return EX_NOINPUT;
+    }
+  }
 
   const probe = st ? await probeLock(path) : { state: 'missing' as const, owner: null };
+  if (st?.isFile() && st.size > 0 && probe.state === 'free' && probe.owner === null) {
+    // Unlocked, and its content is no owner record: not a lock file we can
+    // speak for, and not a staging root either.
+    err(`xstage: '${path}' is neither a lock file (no owner record, not locked) nor a staging root (not a directory)\n`);
+    return EX_NOINPUT;
+  }
   if (values.json) {
     out(`${JSON.stringify({ kind: 'lock', path, state: probe.state, ...ownerFields(probe.owner) })}\n`);
     return 0;
