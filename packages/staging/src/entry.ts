@@ -3,11 +3,21 @@
  * `commit` and `cleanup`. Protocol: docs/staging-protocol.md.
  */
 import { LockError } from '@x/core';
-import { remove } from 'fs-extra/esm';
 import { lstat, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { StagingLockFile } from './lockfile.js';
-import { checkPath, errnoOf, fsyncPath, lstatOrNull, osError, show, syncTree } from './internal/fsutil.js';
+import {
+  checkPath,
+  errnoOf,
+  fenceOf,
+  fsyncPath,
+  lstatOrNull,
+  osError,
+  removeTree,
+  show,
+  Slicer,
+  syncTree,
+} from './internal/fsutil.js';
 
 /** Options of {@link StagingDir.commit}. */
 export interface CommitOptions {
@@ -62,8 +72,14 @@ export interface StagingDir {
    * Removes the staging directory and its contents, then deletes the lock.
    * Idempotent: later calls, and calls after `commit`, resolve at once.
    *
-   * @throws the OS error of the removal (the lock is deleted anyway: the
-   * leftovers are then stale and `recover()` reclaims them)
+   * @remarks Removes like `recover()` does: a symlink is unlinked, never
+   * followed, and a mount point inside the directory (another filesystem, a
+   * bind mount) is never entered: everything else is removed, and the call
+   * rejects `EBUSY` naming the mount point.
+   *
+   * @throws the OS error of the removal, `EBUSY` for a mount point (the lock
+   * is deleted anyway: the leftovers are then stale and `recover()` reclaims
+   * them once unmounted)
    */
   cleanup(): Promise<void>;
   /** Same as `cleanup()`, so `await using dir = await area.create()` works. */
@@ -206,8 +222,9 @@ export class Entry implements StagingDir {
     let error: unknown;
     try {
       await Promise.allSettled(this.#staging);
-      // Our own directory: fs-extra's remove (fs.rm, recursive) never follows symlinks.
-      await remove(this.path);
+      // The sweep's removal routine: never follows a symlink, never enters a
+      // mount point (EBUSY naming it, after removing the rest of the tree).
+      await removeTree(this.path, fenceOf(this.#root), new Slicer());
     } catch (err) {
       error = err;
     }

@@ -5,9 +5,20 @@
  */
 import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
 import { unlinkSync } from 'node:fs';
-import { lstat, opendir } from 'node:fs/promises';
+import { opendir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { asError, checkObject, checkSignal, errnoOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
+import {
+  asError,
+  checkObject,
+  checkSignal,
+  errnoOf,
+  fenceOf,
+  lstatQuiet,
+  removeTree,
+  show,
+  Slicer,
+  type Fence,
+} from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
 import { classify, LOCK_PREFIX } from './naming.js';
 
@@ -90,7 +101,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   const signal = checkSignal(o.signal);
   signal?.throwIfAborted();
 
-  const dev = (await lstat(root)).dev;
+  const fence = fenceOf(root);
   const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [] };
   const slicer = new Slicer();
   const dir = await opendir(root, { bufferSize: 128 });
@@ -99,7 +110,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
     if (signal?.aborted) break;
     let outcome: Outcome;
     try {
-      outcome = await sweepName(root, d.name, dev, dryRun, slicer);
+      outcome = await sweepName(root, d.name, fence, dryRun, slicer);
     } catch (err) {
       outcome = { kind: 'error', path: join(root, d.name), error: asError(err) };
     }
@@ -124,7 +135,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
 }
 
 /** Handles one name of the root. Rejects only for unexpected errors (recorded by the caller). */
-async function sweepName(root: string, name: string, dev: number, dryRun: boolean, slicer: Slicer): Promise<Outcome> {
+async function sweepName(root: string, name: string, fence: Fence, dryRun: boolean, slicer: Slicer): Promise<Outcome> {
   const k = classify(name);
   if (k.kind === 'ignore') return skip;
   if (k.kind === 'hidden') {
@@ -138,8 +149,8 @@ async function sweepName(root: string, name: string, dev: number, dryRun: boolea
   // A directory with its lock file: the lock file's own entry decides. (One
   // without is checked again once its lock is held: it may have finished.)
   if (k.kind === 'dir' && lstatQuiet(lockPath)) return skip;
-  if (dryRun) return wouldReclaim(lockPath, path, dev, slicer);
-  return k.kind === 'lock' ? reclaim(lockPath, path, dev, slicer) : reclaimOrphan(root, lockPath, path, dev, slicer);
+  if (dryRun) return wouldReclaim(lockPath, path, fence, slicer);
+  return k.kind === 'lock' ? reclaim(lockPath, path, fence, slicer) : reclaimOrphan(root, lockPath, path, fence, slicer);
 }
 
 /**
@@ -163,7 +174,7 @@ async function take(lockPath: string): Promise<FileLock | 'live' | 'gone'> {
 }
 
 /** Reclaims the entry of an existing lock file: `lock-<id>` free means its writer is gone. */
-async function reclaim(lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
+async function reclaim(lockPath: string, path: string, fence: Fence, slicer: Slicer): Promise<Outcome> {
   let lock: FileLock | 'live' | 'gone';
   try {
     lock = await take(lockPath);
@@ -174,7 +185,7 @@ async function reclaim(lockPath: string, path: string, dev: number, slicer: Slic
   if (lock === 'gone') return skip;
   let outcome: Outcome;
   try {
-    const bytes = await removeTree(path, dev, slicer);
+    const bytes = await removeTree(path, fence, slicer);
     // We hold the inode, which was at `lockPath` when we locked it; only a
     // holder deletes a lock file, so the name is still ours.
     unlinkSync(lockPath);
@@ -192,7 +203,7 @@ async function reclaim(lockPath: string, path: string, dev: number, slicer: Slic
  * lock file (created before the directory, deleted after it is gone), so
  * this is garbage, unless the directory is gone by the time we hold it.
  */
-async function reclaimOrphan(root: string, lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
+async function reclaimOrphan(root: string, lockPath: string, path: string, fence: Fence, slicer: Slicer): Promise<Outcome> {
   let lock: FileLock;
   try {
     // Published already locked (never a create-then-lock gap in which
@@ -205,7 +216,7 @@ async function reclaimOrphan(root: string, lockPath: string, path: string, dev: 
   }
   let outcome: Outcome;
   try {
-    outcome = lstatQuiet(path) ? { kind: 'removed', bytes: await removeTree(path, dev, slicer) } : skip;
+    outcome = lstatQuiet(path) ? { kind: 'removed', bytes: await removeTree(path, fence, slicer) } : skip;
   } catch (err) {
     outcome = { kind: 'error', path, error: asError(err) };
   }
@@ -223,7 +234,7 @@ async function reclaimHidden(path: string): Promise<void> {
 }
 
 /** The dry-run version of `#reclaim`: a probe that creates and deletes nothing. */
-async function wouldReclaim(lockPath: string, path: string, dev: number, slicer: Slicer): Promise<Outcome> {
+async function wouldReclaim(lockPath: string, path: string, fence: Fence, slicer: Slicer): Promise<Outcome> {
   const probe = await probeLock(lockPath, false);
   if (probe.state === 'held') return live;
   if (probe.state === 'unknown')
@@ -231,7 +242,7 @@ async function wouldReclaim(lockPath: string, path: string, dev: number, slicer:
   // free, or missing: an orphan directory (a live one always has its lock).
   if (probe.state === 'missing' && !lstatQuiet(path)) return skip;
   try {
-    return { kind: 'removed', bytes: await removeTree(path, dev, slicer, true) };
+    return { kind: 'removed', bytes: await removeTree(path, fence, slicer, true) };
   } catch (err) {
     return { kind: 'error', path, error: asError(err) };
   }

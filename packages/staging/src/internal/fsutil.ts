@@ -5,7 +5,17 @@
  * (asynchronous: an fsync is slow). Every walk streams (`opendir`): memory
  * grows with the depth of a tree, never with the number of its entries.
  */
-import { constants as fsc, lstatSync, mkdirSync, opendirSync, rmdirSync, unlinkSync, type Dir, type Stats } from 'node:fs';
+import {
+  constants as fsc,
+  lstatSync,
+  mkdirSync,
+  opendirSync,
+  readFileSync,
+  rmdirSync,
+  unlinkSync,
+  type Dir,
+  type Stats,
+} from 'node:fs';
 import { lstat, open, opendir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
@@ -158,38 +168,84 @@ function openDir(path: string): Dir | null {
 }
 
 /**
+ * Where a removal must stop: the device of the tree's filesystem, and the
+ * mount points under the tree's root (a bind mount of a directory of the same
+ * filesystem has the same device: only the mount table tells it apart).
+ */
+export interface Fence {
+  readonly dev: number;
+  readonly mounts: ReadonlySet<string>;
+}
+
+/** Undoes the octal escapes of /proc/self/mountinfo (`\040` for a space). */
+const unescapeMount = (s: string): string => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/**
+ * The {@link Fence} of removals under `root` (an absolute path without
+ * symlinks): its device and the mount points below it, read once from
+ * /proc/self/mountinfo (none where it cannot be read: the device check alone).
+ */
+export function fenceOf(root: string): Fence {
+  const dev = lstatSync(root).dev;
+  const mounts = new Set<string>();
+  let table = '';
+  try {
+    table = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    // no /proc: the device check alone
+  }
+  const prefix = root.endsWith('/') ? root : `${root}/`;
+  for (const line of table.split('\n')) {
+    const at = line.split(' ')[4];
+    if (at === undefined) continue;
+    const point = unescapeMount(at);
+    if (point.startsWith(prefix)) mounts.add(point);
+  }
+  return { dev, mounts };
+}
+
+/**
  * Removes `path` and everything under it; resolves the bytes freed (the
  * sizes of the regular files removed). With `dryRun`, removes nothing and
- * resolves what it would free.
+ * resolves what it would free. The one removal routine of the package: the
+ * recovery sweep and `StagingDir.cleanup()` both use it.
  *
- * Walks with `lstat`: a symlink is unlinked, never followed. A directory
- * whose device differs from `dev` (a mount point: an overlay `merged`, a
- * tmpfs) is neither entered nor removed: that rejects `EBUSY`, because its
- * contents live outside the tree being removed. Missing entries are skipped
- * (a concurrent remover). Directories are streamed: memory grows with the
- * depth, not the width.
+ * Walks with `lstat`: a symlink is unlinked, never followed. A directory of
+ * another filesystem, or any mount point (see {@link Fence}: an overlay
+ * `merged`, a tmpfs, a bind mount) is neither entered nor removed, because
+ * its contents live outside the tree being removed: the rest of the tree is
+ * removed, then the call rejects `EBUSY` naming the mount point (its parents
+ * stay, since they are not empty). Missing entries are skipped (a concurrent
+ * remover). Directories are streamed: memory grows with the depth, not the
+ * width.
  */
-export async function removeTree(path: string, dev: number, slicer: Slicer, dryRun = false): Promise<number> {
+export async function removeTree(path: string, fence: Fence, slicer: Slicer, dryRun = false): Promise<number> {
   const st = lstatQuiet(path);
   if (!st) return 0;
   if (!st.isDirectory()) {
     const bytes = st.isFile() ? st.size : 0;
     return dryRun ? bytes : unlinkQuiet(path, bytes);
   }
-  if (st.dev !== dev) throw mountPoint(path);
+  if (st.dev !== fence.dev || fence.mounts.has(path)) throw mountPoint(path);
   const dir = openDir(path);
   if (!dir) return 0;
   let bytes = 0;
+  let failed: unknown;
   try {
     // Deleting entries while the stream is open is fine (POSIX readdir): the
     // others are still returned exactly once.
     for (let entry = dir.readSync(); entry !== null; entry = dir.readSync()) {
-      bytes += await removeTree(join(path, entry.name), dev, slicer, dryRun);
+      try {
+        bytes += await removeTree(join(path, entry.name), fence, slicer, dryRun);
+      } catch (err) {
+        failed ??= err; // the rest of the tree still goes
+      }
       await slicer.tick();
     }
   } finally {
     dir.closeSync();
   }
+  if (failed !== undefined) throw failed;
   if (dryRun) return bytes;
   try {
     rmdirSync(path);
