@@ -4,14 +4,17 @@
  */
 import { LockError } from '@x/core';
 import { lstat, rename, stat } from 'node:fs/promises';
+import { moveInto } from './internal/move.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { StagingLockFile } from './lockfile.js';
 import {
+  checkObject,
   checkPath,
   errnoOf,
   fenceOf,
   fsyncPath,
   lstatOrNull,
+  makeDirs,
   osError,
   removeTree,
   show,
@@ -28,7 +31,29 @@ export interface CommitOptions {
    * @defaultValue `true`
    */
   syncContents?: boolean | undefined;
+  /**
+   * What an existing `dest` means. `'error'`: the commit rejects `EEXIST`
+   * and nothing is moved (the entry stays held). `'keep'`: the normal
+   * "already there" case of a build cache: `dest` is left as it is, the
+   * staged copy is discarded (as by `cleanup()`), and the commit resolves
+   * `'existed'`.
+   * @defaultValue `'error'`
+   */
+  ifExists?: 'error' | 'keep' | undefined;
+  /**
+   * Create `dest`'s missing parent directories (`mkdir -p`, one level at a
+   * time: a failure names the level and its real cause), fsynced with the
+   * rest of the commit. @defaultValue `false`
+   */
+  parents?: boolean | undefined;
 }
+
+/**
+ * What a commit did: `'committed'` (the staging directory is `dest` now), or
+ * `'existed'` (`ifExists: 'keep'` and `dest` was already there: it is left as
+ * it was, and the staged copy was discarded).
+ */
+export type CommitResult = 'committed' | 'existed';
 
 /** A held staging directory. Created by {@link StagingArea.create}. */
 export interface StagingDir {
@@ -39,13 +64,25 @@ export interface StagingDir {
   /** Absolute path of its lock file, `<root>/lock-<id>`. */
   readonly lockPath: string;
   /**
-   * Moves an existing file or directory into the staging directory by
-   * `rename`, as `<n>-<basename>` (`n` counts from 0 per entry).
+   * Moves an existing file or directory into the staging directory, as
+   * `<n>-<basename>` (`n` counts from 0 per entry), the way `mv` does.
    *
-   * @param path - what to move; must be on the root's filesystem
+   * @remarks On the root's filesystem this is one `rename`. From another
+   * filesystem (a tmpfs `/tmp`), it is copied to a hidden temporary name
+   * inside the staging directory, fsynced, renamed to its final name, and
+   * only then is the source removed: a crash or a failed copy (a full disk)
+   * leaves the source intact and never a half-copied file under its final
+   * name. The copy keeps permission bits, timestamps and (as root)
+   * ownership, copies symlinks as symlinks, and refuses a mount point inside
+   * the source (`EBUSY`) and sockets, FIFOs and devices (`ENOTSUP`).
+   *
+   * @param path - what to move
    * @returns the new path inside the staging directory
    * @throws `LockError` `ERELEASED` after commit or cleanup (or while they
-   * run); OS errors of `rename` (`ENOENT`, `EXDEV`...) with `code` and `path`;
+   * run); OS errors with `code` and `path`: of `rename` (`ENOENT`...), of the
+   * copy (`ENOSPC`, `EBUSY`, `ENOTSUP`: the source is intact), `EACCES` when
+   * the source's directory does not let us remove it (checked before
+   * copying), of removing the source (the copy is in place by then);
    * `TypeError` for a bad `path`.
    */
   stage(path: string): Promise<string>;
@@ -61,13 +98,26 @@ export interface StagingDir {
    * the root's filesystem (`EXDEV` otherwise) and not directly in the root
    * (the sweep would take it for an entry).
    *
+   * With `ifExists: 'keep'`, an existing `dest` is not an error: the staged
+   * copy is discarded and the commit resolves `'existed'`. With `parents:
+   * true`, `dest`'s missing parents are created first.
+   *
    * @param dest - the final path
-   * @param options - `syncContents`
-   * @throws `EEXIST` (OS-style, `code` and `path`) when `dest` exists;
-   * `LockError` `ERELEASED` after commit or cleanup; other OS errors;
-   * `TypeError` for a bad `dest` or one directly inside the root.
+   * @param options - `syncContents`, `ifExists`, `parents`
+   * @returns `'committed'`, or `'existed'` (see {@link CommitResult})
+   * @throws `EEXIST` (OS-style, `code` and `path`) when `dest` exists (unless
+   * `ifExists: 'keep'`); `LockError` `ERELEASED` after commit or cleanup;
+   * other OS errors (`ENOENT` for a missing parent without `parents`,
+   * `EROFS`, `ENOSPC`, `EACCES` with the path that failed); `TypeError` for
+   * a bad `dest` or option, or a `dest` directly inside the root.
+   *
+   * @example
+   * ```ts
+   * const outcome = await dir.commit(join(cache, digest), { ifExists: 'keep', parents: true });
+   * if (outcome === 'existed') console.log('already cached');
+   * ```
    */
-  commit(dest: string, options?: CommitOptions): Promise<void>;
+  commit(dest: string, options?: CommitOptions): Promise<CommitResult>;
   /**
    * Removes the staging directory and its contents, then deletes the lock.
    * Idempotent: later calls, and calls after `commit`, resolve at once.
@@ -137,7 +187,7 @@ export class Entry implements StagingDir {
       throw new TypeError(`Expected \`path\` to name a file or directory, got ${show(path)}`);
     if (this.#state !== 'open') throw released(this.path);
     const target = join(this.path, `${this.#counter++}-${name}`);
-    const move = rename(path, target);
+    const move = moveInto(path, target, this.path);
     this.#staging.add(move);
     try {
       await move;
@@ -147,22 +197,21 @@ export class Entry implements StagingDir {
     return target;
   }
 
-  async commit(dest: string, options?: CommitOptions): Promise<void> {
+  async commit(dest: string, options?: CommitOptions): Promise<CommitResult> {
     const target = resolve(checkPath(dest, 'dest'));
-    if (options !== undefined && (typeof options !== 'object' || options === null)) {
-      throw new TypeError(`Expected \`options\` to be an object, got ${show(options)}`);
-    }
-    const { syncContents = true, ...rest } = options ?? {};
-    const unknown = Object.keys(rest)[0];
-    if (unknown !== undefined) throw new TypeError(`Unknown option \`${unknown}\` (known: syncContents)`);
+    const o = checkObject(options, ['syncContents', 'ifExists', 'parents']);
+    const { syncContents = true, ifExists = 'error', parents = false } = o;
     if (typeof syncContents !== 'boolean')
       throw new TypeError(`Expected \`syncContents\` to be a boolean, got ${show(syncContents)}`);
+    if (ifExists !== 'error' && ifExists !== 'keep')
+      throw new TypeError(`Expected \`ifExists\` to be 'error' or 'keep', got ${show(ifExists)}`);
+    if (typeof parents !== 'boolean') throw new TypeError(`Expected \`parents\` to be a boolean, got ${show(parents)}`);
     if (dirname(target) === this.#root || target === this.#root) {
       throw new TypeError(`Expected \`dest\` to be outside the staging root '${this.#root}', got ${show(dest)}`);
     }
     if (this.#state !== 'open') throw released(this.path);
     this.#state = 'busy';
-    const run = this.#commit(target, syncContents);
+    const run = this.#commit(target, syncContents, ifExists === 'keep', parents);
     this.#pending = run.then(
       () => undefined,
       () => undefined,
@@ -170,21 +219,42 @@ export class Entry implements StagingDir {
     return run;
   }
 
-  async #commit(target: string, syncContents: boolean): Promise<void> {
+  async #commit(target: string, syncContents: boolean, keep: boolean, parents: boolean): Promise<CommitResult> {
     let moved = false;
+    let existed = false;
+    // With `parents`: the directories this commit creates, fsynced (in
+    // their parents) after the rename like dest's parent.
+    const created: string[] = [];
     try {
       await Promise.allSettled(this.#staging);
+      if (parents) {
+        for (let d = dirname(target); !(await lstatOrNull(d)); d = dirname(d)) created.push(d);
+        if (created.length > 0) makeDirs(dirname(target), 0o777);
+      }
       // The root under another name is the root: refuse it like the lexical check does.
       // stat, not lstat: a parent that is a symlink to the root is the root.
       const [parent, root] = await Promise.all([stat(dirname(target)).catch(() => null), lstat(this.#root)]);
       if (parent && parent.dev === root.dev && parent.ino === root.ino) {
         throw new TypeError(`Expected \`dest\` to be outside the staging root '${this.#root}', got ${show(target)}`);
       }
-      if (syncContents) await syncTree(this.path);
-      await renameNoReplace(this.path, target);
-      moved = true;
+      if (keep && (await lstatOrNull(target))) existed = true;
+      else {
+        if (syncContents) await syncTree(this.path);
+        try {
+          await renameNoReplace(this.path, target);
+          moved = true;
+        } catch (err) {
+          if (!keep || errnoOf(err) !== 'EEXIST') throw err;
+          existed = true; // created by someone else meanwhile
+        }
+      }
     } finally {
-      if (!moved) this.#state = 'open';
+      if (!moved && !existed) this.#state = 'open';
+    }
+    if (existed) {
+      // Already there: the staged copy is not needed. `#state` is still busy.
+      await this.#cleanup();
+      return 'existed';
     }
     // Committed: whatever happens now, the handle is dead.
     const lock = this.#lock!;
@@ -193,6 +263,7 @@ export class Entry implements StagingDir {
     let error: unknown;
     try {
       await fsyncPath(dirname(target), true);
+      for (const d of created) await fsyncPath(dirname(d), true);
       await fsyncPath(this.#root, true);
     } catch (err) {
       error = err;
@@ -203,6 +274,7 @@ export class Entry implements StagingDir {
       error ??= err;
     }
     if (error !== undefined) throw error;
+    return 'committed';
   }
 
   async cleanup(): Promise<void> {
