@@ -7,6 +7,7 @@ import { isProcessAlive } from './owner.js';
 import { addon, kernelLocks } from './platform/native.js';
 import { acquireKernel, createKernel, releaseKernel, selfPid } from './internal/kernel.js';
 import { acquireLease, type Lease } from './internal/lease.js';
+import { watchPid } from './internal/pidwatch.js';
 import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
 import { abortable, enqueue, WaitScope } from './internal/wait.js';
 
@@ -45,6 +46,7 @@ export class FileLock {
   #onCompromised: ((error: LockError) => void) | undefined;
   #child: ChildProcess | undefined;
   #onChildExit: (() => void) | undefined;
+  #unwatch: (() => void) | undefined;
 
   /** @internal Use {@link tryLock}, {@link lock} or {@link withLock}. */
   constructor(key: typeof token, path: string, holding: Holding, o: Checked) {
@@ -57,6 +59,9 @@ export class FileLock {
       this.#child = o.child;
       this.#onChildExit = () => void this.release().catch(() => undefined);
       o.child.once('exit', this.#onChildExit);
+    } else if (o.pid !== undefined && o.pid !== selfPid) {
+      // On behalf of another process: released when it exits.
+      this.#unwatch = watchPid(o.pid, () => void this.release().catch(() => undefined));
     }
   }
 
@@ -94,6 +99,7 @@ export class FileLock {
     const holding = this.#holding;
     this.#holding = null;
     if (this.#child && this.#onChildExit) this.#child.off('exit', this.#onChildExit);
+    this.#unwatch?.();
     try {
       if (holding?.kind === 'kernel') releaseKernel(holding.fd, this.path, holding.remove);
       else if (holding?.kind === 'lease') await holding.lease.release();

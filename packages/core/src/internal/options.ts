@@ -44,9 +44,13 @@ export interface LockOptions {
   /** Lease waits: how often to re-check a held lease, in ms (kernel waits are woken by the kernel). @defaultValue `100` */
   pollInterval?: number | undefined;
   /**
-   * Record this process id as the owner instead of our own. With a
-   * `ChildProcess`, the lock is also released when that child exits (Julia's
-   * `mkpidlock(at, proc)`). A process that is not running rejects `ESRCH`.
+   * Take the lock on behalf of another process: its id is recorded as the
+   * owner instead of ours, and the lock is released when that process exits
+   * (Julia's `mkpidlock(at, pid)`). A `ChildProcess` is watched through its
+   * `exit` event; a number on Linux through a pidfd polled on a dedicated
+   * native thread (woken the moment it exits, immune to pid reuse), elsewhere
+   * by a `kill(pid, 0)` probe every 250 ms. Both backends. A process that is
+   * not running rejects `ESRCH`.
    */
   pid?: number | ChildProcess | undefined;
 }

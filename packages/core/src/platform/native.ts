@@ -26,7 +26,12 @@ export interface NativeAddon {
   renameNoReplace(from: string, to: string): number;
   wait(fd: number, type: LockType, done: (result: number) => void): WaitHandle | number;
   cancel(handle: WaitHandle): void;
+  watchPid(pid: number, done: (result: number) => void): WatchHandle | number;
+  unwatchPid(handle: WatchHandle): void;
 }
+
+/** An opaque handle of a process watch (pidfd). */
+export type WatchHandle = object & { readonly __watch: unique symbol };
 
 /** An opaque handle of a pending native wait. */
 export type WaitHandle = object & { readonly __wait: unique symbol };
