@@ -249,20 +249,39 @@ export function tryLock(path: string, options?: LockOptions): Promise<FileLock> 
  * once instead of deadlocking. Nothing (timer, listener, thread) is left
  * behind once the promise settles.
  *
+ * Bounding the wait: `timeout` is in **milliseconds** (the `xstage`
+ * command line's `--timeout` is in seconds) and rejects a `LockError` with
+ * code `ETIMEDOUT`; an aborted `signal` rejects with `signal.reason` itself,
+ * not a `LockError` (the web platform's rule: a `DOMException` named
+ * `AbortError` unless `abort(reason)` gave one). Test with
+ * `isLockError(err, 'ETIMEDOUT')` and `err === signal.reason`.
+ *
  * @param path - the lock file
  * @param options - see {@link LockOptions}; `timeout` (ms) and `signal` bound the wait
  * @returns the held lock
- * @throws `LockError` `ETIMEDOUT`, `ELOCKED` (inside `withLock` of the same
- * path), `ENOTSUP`, `ESRCH`; the `signal`'s reason when aborted; OS errors
- * with `code` and `path`; `TypeError` for bad arguments.
+ * @throws `LockError` `ETIMEDOUT` (after `timeout` ms), `ELOCKED` (inside
+ * `withLock` of the same path), `ENOTSUP`, `ESRCH`; `signal.reason` when
+ * the signal aborts; OS errors with `code` and `path`; `TypeError` for bad
+ * arguments.
  *
  * @example
  * ```ts
- * const held = await lock('/var/lib/store/layers.lock', { timeout: 10_000 });
+ * const held = await lock('/var/lib/store/layers.lock', { timeout: 10_000 }); // 10 s
  * try {
  *   await rewriteLayers();
  * } finally {
  *   await held.release();
+ * }
+ * ```
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await using held = await lock(path, { timeout: 5_000, signal: shutdown.signal });
+ * } catch (err) {
+ *   if (isLockError(err, 'ETIMEDOUT')) console.log('still busy after 5 s');
+ *   else if (err === shutdown.signal.reason) console.log('shutting down');
+ *   else throw err;
  * }
  * ```
  */

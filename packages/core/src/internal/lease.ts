@@ -309,7 +309,7 @@ class HeldLease implements Lease {
         error = new LockError('ECOMPROMISED', this.#path, `the lease file '${this.#path}' was deleted or taken over`);
       }
     } catch (err) {
-      error ??= err;
+      error ??= withPath(err, this.#path);
     } finally {
       closeSync(this.#fd);
       this.#sides.close();

@@ -37,9 +37,18 @@ export interface LockOptions {
   heartbeat?: number | undefined;
   /** Lease: called once when the lock is lost (taken over, deleted or replaced). Never thrown from a timer. */
   onCompromised?: ((error: LockError) => void) | undefined;
-  /** `lock()`: give up after this many ms with `ETIMEDOUT`. @defaultValue `Infinity` */
+  /**
+   * `lock()`: give up after this many **milliseconds**: the promise rejects
+   * a `LockError` with code `ETIMEDOUT`. `0` tries once. (The `xstage run
+   * --timeout` option takes seconds.) @defaultValue `Infinity`
+   */
   timeout?: number | undefined;
-  /** `lock()`: abort the wait; the promise rejects with `signal.reason`. */
+  /**
+   * `lock()`: abort the wait. The promise rejects with `signal.reason`
+   * itself, not a `LockError` (the web platform's rule: an `AbortError`
+   * `DOMException` unless you passed a reason to `abort()`). An already
+   * aborted signal rejects at once.
+   */
   signal?: AbortSignal | undefined;
   /** Lease waits: how often to re-check a held lease, in ms (kernel waits are woken by the kernel). @defaultValue `100` */
   pollInterval?: number | undefined;

@@ -2,6 +2,9 @@
 import { LockError } from '../errors.js';
 import type { Checked } from './options.js';
 
+/** The longest delay `setTimeout` honours (ms). */
+const MAX_TIMER = 2 ** 31 - 1;
+
 /**
  * Combines the caller's `signal` and `timeout` into one AbortSignal, lazily:
  * an uncontended `lock()` never creates a controller, timer or listener.
@@ -37,11 +40,16 @@ export class WaitScope {
       }
     }
     if (timeout !== Infinity && !controller.signal.aborted) {
-      const left = Math.max(0, timeout - (performance.now() - this.#start));
+      const deadline = this.#start + timeout;
       const expire = () =>
         controller.abort(new LockError('ETIMEDOUT', this.#path, `gave up waiting for the lock after ${timeout} ms`));
-      if (left === 0) expire();
-      else this.#timer = setTimeout(expire, left);
+      // A timer longer than 2^31-1 ms fires after 1 ms in Node: wait in legs.
+      const arm = (left: number): void => {
+        if (left <= 0) expire();
+        else if (left > MAX_TIMER) this.#timer = setTimeout(() => arm(deadline - performance.now()), MAX_TIMER);
+        else this.#timer = setTimeout(expire, left);
+      };
+      arm(deadline - performance.now());
     }
     return controller.signal;
   }

@@ -28,8 +28,9 @@ forwarded to the command; SIGINT and SIGQUIT reach it from the terminal.
 
 Options:
   --wait               wait while another process holds the lock
-  --timeout <seconds>  wait at most this long (decimals allowed, e.g. 0.5;
-                       implies --wait; 0 means do not wait)
+  --timeout <seconds>  wait at most this many SECONDS (decimals allowed,
+                       e.g. 0.5; implies --wait; 0 means do not wait; the
+                       @x/core API's \`timeout\` option is in milliseconds)
   -h, --help           show this help
 
 Exit status:
