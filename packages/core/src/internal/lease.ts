@@ -48,7 +48,6 @@ import {
   linkSync,
   lstatSync,
   openSync,
-  readFileSync,
   readSync,
   renameSync,
   watch,
@@ -59,106 +58,17 @@ import {
 import { randomBytes } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import { formatRecord, parseRecord, processStartTicks, procStat, selfIdentity, type LockOwner } from '../owner.js';
+import { formatRecord, parseRecord, processStartTicks, type LockOwner } from '../owner.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
+import { DEFAULT_STALE_AFTER, forget, inspect, judge, localPid, stateKey } from './lease-stale.js';
 import { SideFiles, unlinkQuiet } from './lease-sides.js';
 import { withPath } from './oserror.js';
 import type { Checked } from './options.js';
 
-/** Lease length when neither the observer nor the record says. */
-export const DEFAULT_STALE_AFTER = 10_000;
-
 /** A held lease. */
 export interface Lease {
   release(): Promise<void>;
-}
-
-/** What an observer saw of a lease file: any change means its holder is alive. */
-interface Seen {
-  key: string;
-  since: number;
-}
-const observations = new Map<string, Seen>();
-
-// Not ctime: our own takeover rename changes it.
-const stateKey = (st: Stats): string => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
-
-/** Reads the lease file at `path` without following a symlink; null when it is gone. */
-function inspect(path: string): { st: Stats; owner: LockOwner | null } | null {
-  let fd: number;
-  try {
-    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-  try {
-    const st = fstatSync(fd);
-    const buf = Buffer.allocUnsafe(4096);
-    const n = readSync(fd, buf, 0, buf.length, 0);
-    return { st, owner: parseRecord(buf.toString('utf8', 0, n), st.mtimeMs) };
-  } catch (err) {
-    throw withPath(err, path);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** The recorded owner's pid when it is a process of this host, boot and pid namespace. */
-function localPid(owner: LockOwner | null): number | undefined {
-  if (!owner?.pid) return undefined;
-  const me = selfIdentity();
-  if (owner.hostname !== me.hostname || !owner.bootId || owner.bootId !== me.bootId) return undefined;
-  if (!owner.pidNs || owner.pidNs !== me.pidNs) return undefined;
-  return owner.pid;
-}
-
-/** The number of threads of a process (/proc/<pid>/status), or undefined. */
-function threadCount(pid: number): number | undefined {
-  try {
-    const m = /^Threads:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Proof that the recorded owner cannot be holding the lease any more. */
-function provablyDead(owner: LockOwner | null): boolean {
-  const pid = localPid(owner);
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-  // Alive (or EPERM). A zombie can never renew its lease; a different start
-  // time proves the pid was reused.
-  const stat = procStat(pid);
-  if (stat === undefined) return false;
-  // /proc/<pid>/stat shows the main thread: a process whose main thread
-  // exited while others run reads `Z` too, so only a lone thread counts.
-  if ((stat.state === 'Z' || stat.state === 'X') && threadCount(pid) === 1) return true;
-  return owner!.startTicks !== undefined && stat.startTicks !== undefined && stat.startTicks !== owner!.startTicks;
-}
-
-/**
- * Judges the lease at `path`: 'stale' (with the state judged), or 'held'.
- * The observer's monotonic clock runs from the first time it saw this exact
- * state of the file.
- */
-function judge(path: string, seen: { st: Stats; owner: LockOwner | null }, o: Checked): boolean {
-  if (provablyDead(seen.owner)) return true;
-  const key = stateKey(seen.st);
-  const now = performance.now();
-  const prev = observations.get(path);
-  if (!prev || prev.key !== key) {
-    observations.set(path, { key, since: now });
-    return false;
-  }
-  const leaseMs = o.staleAfter ?? seen.owner?.leaseMs ?? DEFAULT_STALE_AFTER;
-  return now - prev.since >= leaseMs;
 }
 
 /** `lstat`, or null when the file is gone (a holder reclaimed a side file, see lease-sides.ts). */
@@ -233,7 +143,7 @@ function claim(path: string, judged: Stats, o: Checked, sides: SideFiles): strin
     return null;
   }
   unlinkQuiet(aside);
-  observations.delete(path);
+  forget(path);
   return name;
 }
 
@@ -378,7 +288,7 @@ export function leaseOnFile(
   const n = readSync(fd, buf, 0, buf.length, 0);
   const owner = parseRecord(buf.toString('utf8', 0, n), st.mtimeMs);
   const held = !judge(path, { st, owner }, o);
-  if (!held) observations.delete(path);
+  if (!held) forget(path);
   return { held, owner, pid: localPid(owner) };
 }
 
@@ -507,12 +417,13 @@ export async function acquireLease(
           continue;
         }
       }
-      observations.delete(path);
+      forget(path);
       held = new HeldLease(path, fd, sides, beat, lost);
       // Crash leftovers (lease-sides.ts): looked for after a takeover (its
       // holder died, perhaps mid-step) and on this process's first lease of
       // the path (a crash before we ran), never on the hot path after that.
       if (tookOver || !reclaimed.has(path)) {
+        if (reclaimed.size >= 10_000) reclaimed.clear(); // bounded: forgetting costs one readdir
         reclaimed.add(path);
         sides.reclaim();
       }
