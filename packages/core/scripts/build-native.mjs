@@ -42,7 +42,9 @@ function headers() {
     if (existsSync(join(dir, 'node_api.h'))) return dir;
     tried.push(dir);
   }
-  fail(`cannot find node_api.h; tried:\n  ${tried.join('\n  ')}\nInstall Node's headers (they ship with the official Node tarballs).`);
+  fail(
+    `cannot find node_api.h; tried:\n  ${tried.join('\n  ')}\nInstall Node's headers (they ship with the official Node tarballs).`,
+  );
 }
 
 function fail(message) {
@@ -58,7 +60,9 @@ function run(cc, args) {
 
 /** The musl prebuild must name musl's libc the way Alpine's Node does; musl's libc.so has no soname. */
 function muslLink(work) {
-  const libc = ['/usr/lib/x86_64-linux-musl/libc.so', '/lib/x86_64-linux-musl/libc.so', '/usr/lib/musl/lib/libc.so'].find(existsSync);
+  const libc = ['/usr/lib/x86_64-linux-musl/libc.so', '/lib/x86_64-linux-musl/libc.so', '/usr/lib/musl/lib/libc.so'].find(
+    existsSync,
+  );
   if (!libc) fail('musl-gcc is there but musl libc.so is not (Debian: musl-dev)');
   symlinkSync(libc, join(work, 'libc.musl-x86_64.so.1'));
   return ['-nostdlib', `-L${work}`, '-l:libc.musl-x86_64.so.1', '-lgcc'];
