@@ -157,6 +157,16 @@ describe('lease side files fit whenever the lock file fits', () => {
     expect(readdirSync(dirname(p))).toEqual([]);
   });
 
+  test('an empty temporary file of a create killed before its write is reclaimed', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'x.lock');
+    const h = createHash('sha256').update('x.lock').digest('hex').slice(0, 16);
+    writeFileSync(join(d.path, `.${h}.create.0123456789abcdef`), '');
+    const held = await tryLock(p, { backend: 'lease' });
+    expect(readdirSync(d.path)).toEqual(['x.lock']);
+    await held.release();
+  });
+
   test("a stranger's file that shares the prefix but holds no lease record is left alone", async () => {
     await using d = await tempDir();
     const p = join(d.path, 'x.lock');

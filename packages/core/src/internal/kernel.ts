@@ -15,7 +15,7 @@ import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/nati
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
-import { E, osError } from './oserror.js';
+import { E, osError, withPath } from './oserror.js';
 import type { Checked } from './options.js';
 
 function native(path: string): NativeAddon {
@@ -153,8 +153,7 @@ export async function acquireKernel(
           ok = true;
           return fd;
         }
-        if (!wait)
-          throw new LockError('ELOCKED', path, `'${path}' is leased by another holder`, { owner: lease.owner ?? undefined });
+        if (!wait) throw lockedError(path, lease.owner);
         a.close(fd);
         ok = true; // closed already
         await nap(o.pollInterval, wait() ?? never, {}, lease.pid);
@@ -178,7 +177,7 @@ function writeRecord(fd: number, record: Buffer, path: string): void {
     ftruncateSync(fd, 0);
     writeSync(fd, record, 0, record.length, 0);
   } catch (err) {
-    throw Object.assign(err as Error, { path });
+    throw withPath(err, path);
   }
 }
 
