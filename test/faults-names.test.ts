@@ -96,7 +96,7 @@ async function staleLease(path: string): Promise<void> {
 }
 
 /** Runs lease-crash.mjs, which SIGKILLs itself mid-`step`; resolves once it is dead. */
-async function crashMidStep(path: string, step: 'release' | 'takeover'): Promise<void> {
+async function crashMidStep(path: string, step: 'release' | 'claimed' | 'broken'): Promise<void> {
   const child = start(process.execPath, [fixture('lease-crash.mjs'), path, step]);
   const exited = once(child.proc, 'exit');
   if (step === 'release') expect(await child.line()).toBe('acquired');
@@ -147,7 +147,7 @@ describe('lease side files fit whenever the lock file fits', () => {
     await using d = await tempDir();
     const p = at(d.path);
     await staleLease(p);
-    await crashMidStep(p, 'takeover');
+    await crashMidStep(p, 'broken');
     const left = readdirSync(dirname(p)).sort();
     expect(left).toHaveLength(2);
     expect(left.map((n) => n.split('.')[2])).toEqual(['broken', 'claim']);
@@ -156,6 +156,24 @@ describe('lease side files fit whenever the lock file fits', () => {
     await held.release();
     expect(readdirSync(dirname(p))).toEqual([]);
   });
+
+  test.each(names)(
+    '%s: a crash right after winning the claim does not wedge: tryLock takes the lease at once',
+    async (_what, at) => {
+      await using d = await tempDir();
+      const p = at(d.path);
+      await staleLease(p);
+      await crashMidStep(p, 'claimed');
+      const left = readdirSync(dirname(p)).filter((n) => n !== basename(p));
+      expect(left).toHaveLength(1);
+      expect(left[0]).toMatch(/^\.[0-9a-f]{16}\.claim\.[0-9a-f]{16}$/);
+      const held = await tryLock(p, { backend: 'lease' });
+      expect((await readOwner(p))?.pid).toBe(process.pid);
+      expect(readdirSync(dirname(p))).toEqual([basename(p)]);
+      await held.release();
+      expect(readdirSync(dirname(p))).toEqual([]);
+    },
+  );
 
   test('an empty temporary file of a create killed before its write is reclaimed', async () => {
     await using d = await tempDir();

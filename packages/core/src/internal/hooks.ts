@@ -15,10 +15,12 @@ export interface TestHooks {
   /** Lease: after a lease was judged stale, before it is claimed by rename. */
   beforeTakeover?: ((path: string) => void | Promise<void>) | undefined;
   /**
-   * Lease: right after a release or a takeover renamed the lease file aside
-   * (synchronous), so a test can crash the process at exactly that point.
+   * Lease: right after a step that leaves a side file (synchronous), so a
+   * test can crash the process at exactly that point: `claimed` (a takeover
+   * won its claim), `broken` (it moved the stale file aside), `released` (a
+   * release moved the lease file aside).
    */
-  afterAside?: ((purpose: 'released' | 'broken', aside: string) => void) | undefined;
+  leaseStep?: ((step: 'claimed' | 'broken' | 'released', side: string) => void) | undefined;
 }
 
 export const hooks: TestHooks = {};

@@ -1,8 +1,9 @@
 /**
  * The side files of a lease file: the temporary file a lease is written into
- * before it is linked to its name, the takeover's claim (a hard link to the
- * judged state), and the file moved aside by a release or a takeover before
- * it is deleted (never delete by path alone, see lease.ts).
+ * before it is linked to its name, the takeover's claim (its taker's record,
+ * under a name derived from the judged state), and the file moved aside by a
+ * release or a takeover before it is deleted (never delete by path alone,
+ * see lease.ts).
  *
  * Naming: `.<h>.<purpose>.<u>` in the lock file's directory, where `h` is 16
  * hex digits of the SHA-256 of the lock file's name and `u` 16 hex digits (a
@@ -23,7 +24,9 @@
  * since someone else holds the lease; those steps treat a vanished side file
  * as "someone else got there first". The one leftover a holder cannot see is a
  * claim made just before a taker crashed with the stale file still in place:
- * other takers reclaim it once it stayed unchanged for a lease length.
+ * the next taker judges it by the record it holds, its taker's, like a lease
+ * (at once when that taker is provably dead, else once it stayed unchanged
+ * for a lease length), removes it and takes over.
  */
 import { closeSync, constants as fsc, lstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';

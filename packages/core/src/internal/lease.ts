@@ -5,9 +5,10 @@
  *
  * The protocol:
  *
- * - Existence is the lock. Acquire = `open(path, O_CREAT|O_EXCL|O_NOFOLLOW)`
- *   and write the owner record (versioned JSON, see owner.ts) through the
- *   descriptor, which stays open for the lease's lifetime.
+ * - Existence is the lock. Acquire = write the owner record (versioned
+ *   JSON, see owner.ts) into a new temporary side file and hard-link it to
+ *   `path` (`link` refuses an existing name); its descriptor stays open for
+ *   the lease's lifetime.
  * - Heartbeat: every `heartbeat` ms an unref'd timer checks that the file at
  *   `path` is still our inode, then `futimes` our descriptor (a few us). Loss
  *   (deleted, replaced, taken over) aborts the handle's signal and calls
@@ -22,13 +23,15 @@
  *   state. No wall-clock comparison across hosts, no "EPERM means dead".
  *   The lease length is the observer's `staleAfter` when given, else what the
  *   holder recorded, else the default.
- * - Takeover: claim the judged state with a hard link named after it
- *   (`link` to one name: exactly one of N concurrent takers wins), check the
- *   claim is that very state, move the file aside by `rename`, confirm, then
- *   unlink and create afresh (see `claim`). A taker that judged late and
- *   links a live file only removes its own extra link. Side files (claims,
- *   files moved aside) have short fixed-length names that fit whenever the
- *   lock file fits, and a holder reclaims crash leftovers: lease-sides.ts.
+ * - Takeover: claim the judged state by publishing the taker's own record
+ *   under a name derived from that state (`link` to one name: exactly one of
+ *   N concurrent takers wins; an abandoned claim is judged like a lease),
+ *   check the judged state (and its token) is still at the path, move the
+ *   file aside by `rename`, confirm, create afresh, then unlink (see
+ *   `claim`). A taker that judged late finds a new state and looks again.
+ *   Side files (temporary files, claims, files moved aside) have short
+ *   fixed-length names that fit whenever the lock file fits, and a holder
+ *   reclaims crash leftovers: lease-sides.ts.
  * - Release: only while the file at `path` is still ours, rename it aside,
  *   confirm, unlink. Never unlink by path alone.
  *
@@ -77,44 +80,80 @@ function lstatOrNull(path: string): Stats | null {
 }
 
 /**
+ * Publishes `record` under `name` in one step: written into a temporary side
+ * file, which is hard-linked to `name` (`link` refuses an existing name).
+ * @returns 'exists' when `name` exists; 'reclaimed' when a holder of the
+ * lease removed our temporary file meanwhile (see lease-sides.ts)
+ */
+function publish(sides: SideFiles, name: string, record: string, mode: number): 'published' | 'exists' | 'reclaimed' {
+  const temp = sides.path('create');
+  const fd = openSync(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+  try {
+    writeSync(fd, record, 0);
+    linkSync(temp, name);
+    return 'published';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return 'exists';
+    if (code === 'ENOENT' && lstatOrNull(temp) === null) return 'reclaimed';
+    throw err;
+  } finally {
+    closeSync(fd);
+    unlinkQuiet(temp);
+  }
+}
+
+/** The claim's content: this process (the taker), so that others can judge an abandoned claim. */
+let selfClaim: string | undefined;
+const claimRecord = (): string =>
+  (selfClaim ??= formatRecord({ backend: 'lease', pid: process.pid, startTicks: processStartTicks(process.pid) }));
+
+/**
  * Claims the lease file judged stale, so that exactly one of several
  * concurrent takers may remove it, and none can remove a live file.
  *
- * The claim is a hard link whose name is derived from the judged state
- * (see lease-sides.ts): takers that judged the same state race for
- * the same name and only one `link` succeeds. The winner then checks that
- * what it linked is really the judged state; if the path had already been
- * replaced by a live file, it only drops its extra link (harmless). The claim
- * stays until the winner has created its own file, so the stale inode (and
- * its number) cannot be reused meanwhile. A side file that vanishes midway
- * was reclaimed by a process that holds the lease now: start over.
+ * The claim is a file whose name is derived from the judged state (see
+ * lease-sides.ts) and whose content is the taker's own record: takers that
+ * judged the same state race for the same name and only one `link` wins.
+ * A claim found in place is another taker's: mid-takeover (leave it), or
+ * abandoned by a crash, which its record proves the way a lease's does (its
+ * taker is dead) or which stayed unchanged for a lease length on our clock;
+ * an abandoned claim is removed and the takeover starts over. The winner
+ * checks that the judged state is still at the path, moves it aside by
+ * `rename` rather than unlink by path, and confirms. The moved file stays
+ * until the winner has created its own lease, so the stale inode (and its
+ * number) cannot be reused meanwhile. A side file that vanishes midway was
+ * reclaimed by a process that holds the lease now: start over.
  *
- * @returns the claim path to unlink after our create, or null when the lease
- * is not ours to break (someone else is breaking it, or it is alive)
+ * @returns the claim and the moved file, both to unlink after our create;
+ * null when the lease is not ours to break (someone else is breaking it, or
+ * it is alive); 'gone' to look again
  */
-function claim(path: string, judged: Stats, o: Checked, sides: SideFiles): string | null | 'gone' {
-  const name = sides.claimPath(judged);
-  try {
-    linkSync(path, name);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return 'gone'; // released or broken meanwhile: just retry
-    if (code !== 'EEXIST') throw err;
-    // Another taker is breaking it, or crashed while doing so: its claim is
-    // abandoned once it stayed unchanged for a lease length on our clock.
-    try {
-      const st = lstatSync(name);
-      if (judge(`\0claim\0${name}`, { st, owner: null }, o)) unlinkQuiet(name);
-    } catch {
-      // gone already
+function claim(
+  path: string,
+  judged: { st: Stats; owner: LockOwner | null },
+  o: Checked,
+  sides: SideFiles,
+): { name: string; aside: string } | null | 'gone' {
+  const name = sides.claimPath(judged.st);
+  const published = publish(sides, name, claimRecord(), o.mode);
+  if (published === 'reclaimed') return 'gone';
+  if (published === 'exists') {
+    const taker = inspect(name);
+    if (taker === null) return 'gone';
+    if (judge(`\0claim\0${name}`, taker, o)) {
+      unlinkQuiet(name); // its taker is dead, or gone silent for a lease length
+      return 'gone';
     }
     return null;
   }
-  const linked = lstatOrNull(name);
-  if (linked === null) return 'gone';
-  if (stateKey(linked) !== stateKey(judged)) {
-    unlinkQuiet(name); // we linked a live file: removing our extra name leaves it intact
-    return null;
+  hooks.leaseStep?.('claimed', name);
+  // Still the judged lease? Its token too, not only inode, size and mtime:
+  // a new file may reuse a freed inode number within one timestamp tick.
+  const now = inspect(path);
+  if (now === null || stateKey(now.st) !== stateKey(judged.st) || now.owner?.token !== judged.owner?.token) {
+    unlinkQuiet(name); // released, or replaced by a live file: look again
+    return 'gone';
   }
   // Ours to break. Move it aside rather than unlink by path, and confirm.
   const aside = sides.path('broken');
@@ -125,13 +164,13 @@ function claim(path: string, judged: Stats, o: Checked, sides: SideFiles): strin
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';
     throw err;
   }
-  hooks.afterAside?.('broken', aside);
+  hooks.leaseStep?.('broken', aside);
   const moved = lstatOrNull(aside);
   if (moved === null) {
     unlinkQuiet(name);
     return 'gone';
   }
-  if (moved.ino !== judged.ino) {
+  if (moved.ino !== judged.st.ino) {
     // Its holder resumed and released, and a newcomer slipped in: put it back.
     try {
       linkSync(aside, path);
@@ -142,9 +181,8 @@ function claim(path: string, judged: Stats, o: Checked, sides: SideFiles): strin
     unlinkQuiet(name);
     return null;
   }
-  unlinkQuiet(aside);
   forget(path);
-  return name;
+  return { name, aside };
 }
 
 class HeldLease implements Lease {
@@ -202,7 +240,7 @@ class HeldLease implements Lease {
       if (!error && this.#ours()) {
         const aside = this.#sides.path('released');
         renameSync(this.#path, aside);
-        hooks.afterAside?.('released', aside);
+        hooks.leaseStep?.('released', aside);
         // Gone already: a newcomer took the free lease and reclaimed it.
         const moved = lstatOrNull(aside);
         if (moved !== null && moved.ino !== this.#ino) {
@@ -385,13 +423,14 @@ export async function acquireLease(
         }
         if (judge(path, seen, o)) {
           if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
-          const claimed = claim(path, seen.st, o, sides);
+          const claimed = claim(path, seen, o, sides);
           if (claimed === 'gone') continue;
           if (claimed !== null) {
             try {
               fd = create(path, o, record, sides);
             } finally {
-              unlinkQuiet(claimed);
+              unlinkQuiet(claimed.aside);
+              unlinkQuiet(claimed.name);
             }
             if (fd === null) continue; // a newcomer was faster: judge it
             tookOver = true;
