@@ -20,12 +20,16 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { watch } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import { rootNames, snapshot } from './helpers/area.js';
+import { reapAll, start } from './helpers/child.js';
 import { osErrorOf } from './helpers/core-util.js';
 import { canMount, tmpfs } from './helpers/mounts.js';
 import { tempDir } from './helpers/tmp.js';
+
+afterEach(reapAll);
 
 describe('commit: ifExists and parents', () => {
   test("ifExists: 'keep' with an existing dest resolves 'existed', leaves dest as it was, discards the staged copy", async () => {
@@ -150,6 +154,44 @@ describe.runIf(canMount())('stage() from another filesystem (a tmpfs source)', (
     expect(snapshot(src.path)).toEqual(before);
     expect(readdirSync(dir.path)).toEqual([]);
     await dir.cleanup();
+  });
+
+  test('SIGKILLed while copying: never a partial file under its final name, the source intact', async () => {
+    await using d = await tempDir();
+    await using src = tmpfs('size=80m');
+    const file = join(src.path, 'big.bin');
+    const data = Buffer.alloc(48 << 20, 5);
+    writeFileSync(file, data);
+    const root = join(d.path, 'staging');
+    await StagingArea.open(root);
+    // The child creates its entry, prints its path, waits for "go", then stages.
+    const script = `
+      import { StagingArea } from '@x/staging';
+      import { once } from 'node:events';
+      const area = await StagingArea.open(${JSON.stringify(root)});
+      const dir = await area.create();
+      console.log(dir.path);
+      await once(process.stdin, 'data');
+      await dir.stage(${JSON.stringify(file)});
+      console.log('staged');`;
+    const child = start(process.execPath, ['--input-type=module', '-e', script]);
+    const entry = await child.line();
+    // Killed the moment anything appears in the entry: the hidden copy.
+    const appeared = new Promise<void>((resolve) => {
+      const w = watch(entry, () => {
+        w.close();
+        resolve();
+      });
+    });
+    child.proc.stdin!.write('go\n');
+    await appeared;
+    child.proc.kill('SIGKILL');
+    await child.reap();
+    const final = join(entry, '0-big.bin');
+    if (existsSync(final))
+      expect(readFileSync(final).equals(data)).toBe(true); // only ever complete
+    else expect(readFileSync(file).equals(data)).toBe(true); // not moved: the source is whole
+    expect(readdirSync(entry).filter((n) => n !== '0-big.bin' && !n.startsWith('.stage-'))).toEqual([]);
   });
 
   test('a FIFO in the source: ENOTSUP before anything is removed', async () => {
