@@ -4,6 +4,7 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import { tryLock } from '@x/core';
+import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { holder, pyLockf, reapAll } from './helpers/child.js';
@@ -46,4 +47,12 @@ test('a classic POSIX holder (python lockf): the pid the kernel reports', async 
   const err = await lockErrorOf(tryLock(p, { backend: 'kernel' }));
   expect(err.message).toBe(`ELOCKED: '${p}' is locked by pid ${child.proc.pid}`);
   await child.finish();
+});
+
+test("a legacy pid file naming our pid number is not taken for this process's lock", async () => {
+  await using d = await tempDir();
+  const p = join(d.path, 'a.pid');
+  writeFileSync(p, `${process.pid}\n`); // nftban's format, written in another pid namespace, say
+  const err = await lockErrorOf(tryLock(p, { backend: 'lease' }));
+  expect(err.message).toBe(`ELOCKED: '${p}' is locked by pid ${process.pid}`);
 });

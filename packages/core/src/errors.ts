@@ -107,8 +107,10 @@ export function lockedError(path: string, owner: LockOwner | null | undefined): 
   if (!owner?.pid) who = 'is locked by another holder';
   else if (
     owner.pid === process.pid &&
-    (owner.hostname === undefined || owner.hostname === me.hostname) &&
-    (owner.pidNs === undefined || owner.pidNs === me.pidNs)
+    // Our own record says host and pid namespace; a pid the kernel reported
+    // (no record: no version, no age) is in our namespace. A legacy pid file
+    // naming our number may come from anywhere.
+    (owner.version !== undefined ? owner.hostname === me.hostname && owner.pidNs === me.pidNs : owner.age === undefined)
   ) {
     who = 'is held by this process';
   } else who = `is locked by pid ${owner.pid}${owner.hostname ? ` on ${owner.hostname}` : ''}`;
