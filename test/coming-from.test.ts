@@ -14,7 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, test } from 'vitest';
-import { FileLock, isLockError, isProcessAlive, kernelLocks, lock, LockError, readOwner, tryLock, withLock } from '@x/core';
+import { FileLock, isLockError, isProcessAlive, lock, LockError, readOwner, tryLock, withLock } from '@x/core';
 import { createAndLock, tryLockPath } from '@x/staging';
 import { holder, pyLockf, reapAll, start, type Child } from './helpers/child.js';
 import { lockErrorOf, within } from './helpers/core-util.js';
@@ -275,7 +275,7 @@ describe("nftban's installer lock", () => {
   /** lock.Acquire(path): non-blocking, creates the directory, records our pid. */
   async function acquireInstallerLock(path: string): Promise<FileLock> {
     try {
-      return await tryLock(path, { backend: 'kernel', parents: true });
+      return await tryLock(path, { backend: 'flock', parents: true });
     } catch (err) {
       if (isLockError(err, 'ELOCKED')) throw new InstallerBusyError(err.owner?.pid, path, { cause: err });
       throw err;
@@ -286,7 +286,7 @@ describe("nftban's installer lock", () => {
     await using d = await tempDir();
     const p = join(d.path, 'var', 'lib', 'nftban', 'state', 'installer.lock');
     await mkdir(join(d.path, 'var', 'lib', 'nftban', 'state'), { recursive: true });
-    const { child, first } = await holder('tryLock', p, { backend: 'kernel' });
+    const { child, first } = await holder('tryLock', p, { backend: 'flock' });
     const other = details(first);
     const err = await acquireInstallerLock(p).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InstallerBusyError);
@@ -320,7 +320,7 @@ describe("nftban's installer lock", () => {
   test('a SIGKILLed installer frees the lock at once; its stale pid is simply replaced', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'installer.lock');
-    const { child, first } = await holder('tryLock', p, { backend: 'kernel' });
+    const { child, first } = await holder('tryLock', p, { backend: 'flock' });
     const other = details(first);
     expect((await readOwner(p))?.pid).toBe(other.pid);
     child.proc.kill('SIGKILL');
@@ -330,32 +330,49 @@ describe("nftban's installer lock", () => {
     expect((await readOwner(p))?.pid).toBe(process.pid);
   });
 
-  test.each(['99999\n', '', '  \n', 'not-a-pid', '-1', '0'])('a file left with %j is taken and overwritten', async (content) => {
+  test('an empty file left behind is taken and gets our record', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'installer.lock');
-    await writeFile(p, content);
+    await writeFile(p, '');
     await using _held = await acquireInstallerLock(p);
     expect((await readOwner(p))?.pid).toBe(process.pid);
   });
 
-  test('a holder whose record is unreadable gives the "recorded pid unreadable" branch', async () => {
+  test.each(['99999\n', '  \n', 'not-a-pid', '-1', '0'])(
+    'a file left with %j by the Go installer is taken and kept as it is; the kernel names us',
+    async (content) => {
+      await using d = await tempDir();
+      const p = join(d.path, 'installer.lock');
+      await writeFile(p, content);
+      await using _held = await acquireInstallerLock(p);
+      expect(await readFile(p, 'utf8')).toBe(content); // another program's file: never rewritten
+      expect((await readOwner(p))?.pid).toBe(process.pid); // flock holders' pids come from /proc/locks
+    },
+  );
+
+  test('a holder whose record is unreadable is still named: the kernel gives a flock holder\'s pid', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'installer.lock');
     await using held = await acquireInstallerLock(p);
     await writeFile(p, ''); // nftban's test truncates the holder's file
     const err = await acquireInstallerLock(p).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InstallerBusyError);
-    expect((err as InstallerBusyError).pid).toBeUndefined();
+    expect((err as InstallerBusyError).pid).toBe(process.pid); // from /proc/locks
     expect(held.signal.aborted).toBe(false);
   });
 
-  test.runIf(kernelLocks.kind === 'ofd')('Linux: a flock(2) holder (the Go installer) does NOT exclude us', async () => {
+  test('a flock(2) holder (the Go installer) excludes us, named by its pid, and we exclude it', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'installer.lock');
     const goInstaller = await pyFlock(p);
-    const held = await acquireInstallerLock(p); // no error: flock and OFD locks do not interact on Linux
-    await held.release();
+    const err = await acquireInstallerLock(p).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InstallerBusyError);
+    expect((err as InstallerBusyError).pid).toBe(goInstaller.proc.pid);
     await goInstaller.finish();
+    await using _held = await acquireInstallerLock(p);
+    const second = start('python3', ['-c', 'import fcntl,sys\nf=open(sys.argv[1],"a+")\ntry:\n  fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print("acquired")\nexcept OSError: print("busy")', p]);
+    expect(await second.line()).toBe('busy');
+    await second.finish();
   });
 });
 
@@ -650,12 +667,14 @@ describe('proper-lockfile', () => {
     expect(existsSync(p)).toBe(true); // kept: the kernel backend does not delete on release
   });
 
-  test('why a separate lock path: the kernel backend writes its owner record into the file it locks', async () => {
+  test('why a separate lock path: the kernel backend writes its owner record into an empty file it locks', async () => {
     await using d = await tempDir();
     const file = join(d.path, 'data.json');
     await writeFile(file, '{"precious":true}');
     await (await tryLock(file, { backend: 'kernel' })).release();
-    expect(await readFile(file, 'utf8')).not.toContain('precious');
+    expect(await readFile(file, 'utf8')).toBe('{"precious":true}'); // another program's bytes: kept
+    await writeFile(file, ''); // but a data file that is empty when locked gets our record
+    await (await tryLock(file, { backend: 'kernel' })).release();
     expect((await readOwner(file))?.pid).toBe(process.pid);
   });
 

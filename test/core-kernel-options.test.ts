@@ -77,10 +77,11 @@ describe('removeOnRelease', () => {
 });
 
 describe('owner record', () => {
-  test('names our pid, hostname and backend, and replaces older content', async () => {
+  test('names our pid, hostname and backend, and replaces an older, longer record', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'x.lock');
-    await writeFile(p, `${'garbage '.repeat(1000)}\n`);
+    // A record of ours (another holder's) with a long tail; another program's bytes would be kept.
+    await writeFile(p, `{"v":1,"backend":"kernel","pid":1}\n${'garbage '.repeat(1000)}\n`);
     const t0 = Date.now();
     const held = await tryLock(p, kernel);
     const owner = await readOwner(p);

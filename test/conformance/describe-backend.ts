@@ -1,17 +1,17 @@
 /**
  * The conformance suite is written once and run for every backend named in
- * `XLOCK_BACKENDS` (default `kernel,lease`): `describeBackend(backend, fn)`
+ * `XLOCK_BACKENDS` (default `kernel,flock,lease`): `describeBackend(backend, fn)`
  * declares one `describe` block whose cases pass `{ backend }` in their
  * options, so a case never branches on the backend.
  */
 import { describe } from 'vitest';
 
-export type Backend = 'kernel' | 'lease';
+export type Backend = 'kernel' | 'flock' | 'lease';
 
-const known: readonly string[] = ['kernel', 'lease'];
+const known: readonly string[] = ['kernel', 'flock', 'lease'];
 
 /** The backends to run, from `XLOCK_BACKENDS`; an unknown name is an error, not a silent skip. */
-export const backends: Backend[] = (process.env.XLOCK_BACKENDS ?? 'kernel,lease')
+export const backends: Backend[] = (process.env.XLOCK_BACKENDS ?? 'kernel,flock,lease')
   .split(',')
   .map((b) => b.trim())
   .filter((b) => b.length > 0)

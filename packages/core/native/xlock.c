@@ -9,7 +9,9 @@
  *
  * Lock kind: Linux open-file-description locks (F_OFD_SETLK), which conflict
  * with classic POSIX fcntl locks (containers/storage, Python fcntl.lockf) and
- * between two descriptors of one process. Elsewhere flock(2).
+ * between two descriptors of one process. Elsewhere flock(2). A lock type
+ * with XL_FLOCK set asks for flock(2) on every platform (the `flock` backend:
+ * flock(1) scripts, Python filelock), which Linux keeps apart from fcntl locks.
  */
 #define _GNU_SOURCE
 #ifdef XLOCK_GLIBC_COMPAT
@@ -39,8 +41,8 @@
 #define XLOCK_OFD 0
 #endif
 
-/* Lock types, as the JS side passes them. */
-enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2 };
+/* Lock types, as the JS side passes them; XL_FLOCK may be or'ed into any. */
+enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
 
 #define PATH_BUF 4096
 
@@ -103,7 +105,13 @@ static int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i,
   return 1;
 }
 
+static int set_flock(int fd, int type, int wait) {
+  int op = type == XL_UNLOCK ? LOCK_UN : type == XL_SHARED ? LOCK_SH : LOCK_EX;
+  return flock(fd, wait ? op : op | LOCK_NB);
+}
+
 static int set_lock(int fd, int type, int wait) {
+  if (type & XL_FLOCK) return set_flock(fd, type & ~XL_FLOCK, wait);
 #if XLOCK_OFD
   struct flock fl;
   memset(&fl, 0, sizeof fl); /* whole file; l_pid must be 0 for OFD locks */
@@ -111,8 +119,7 @@ static int set_lock(int fd, int type, int wait) {
   fl.l_whence = SEEK_SET;
   return fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
 #else
-  int op = type == XL_UNLOCK ? LOCK_UN : type == XL_SHARED ? LOCK_SH : LOCK_EX;
-  return flock(fd, wait ? op : op | LOCK_NB);
+  return set_flock(fd, type, wait);
 #endif
 }
 
@@ -164,6 +171,7 @@ static napi_value js_getlk(napi_env env, napi_callback_info info) {
       !arg_int(env, argv, argc, 1, "type", &type))
     return NULL;
 #if XLOCK_OFD
+  if (type & XL_FLOCK) return make_int(env, -EINVAL - 1); /* no query: see /proc/locks */
   struct flock fl;
   memset(&fl, 0, sizeof fl);
   fl.l_type = type == XL_SHARED ? F_RDLCK : F_WRLCK;
@@ -173,7 +181,7 @@ static napi_value js_getlk(napi_env env, napi_callback_info info) {
   return make_int(env, fl.l_pid > 0 ? fl.l_pid : -1);
 #else
   /* flock has no query: probe with a non-blocking lock on our own descriptor. */
-  int op = type == XL_SHARED ? LOCK_SH : LOCK_EX;
+  int op = (type & ~XL_FLOCK) == XL_SHARED ? LOCK_SH : LOCK_EX;
   if (flock(fd, op | LOCK_NB) == 0) {
     flock(fd, LOCK_UN);
     return make_int(env, 0);
@@ -195,33 +203,40 @@ static int held_at(int fd, const char *path, struct stat *a, int linked) {
 
 /* Whether the file starts like a lease backend's record: a lease holds no
  * kernel lock, so a kernel acquirer must judge it instead of taking the file
- * (docs/installing.md, "Mixing backends"). One pread of a few bytes, only for
- * a file that is not empty. */
-static int is_lease_record(int fd) {
-  static const char prefix[] = "{\"v\":1,\"backend\":\"lease\"";
-  char head[sizeof prefix - 1];
-  ssize_t n;
-  do n = pread(fd, head, sizeof head, 0);
-  while (n < 0 && errno == EINTR);
-  return n == (ssize_t)sizeof head && memcmp(head, prefix, sizeof head) == 0;
+ * (docs/installing.md, "Mixing backends"). `head` is the file's first `n`
+ * bytes (verify reads them once, only for a file that is not empty). */
+static const char lease_prefix[] = "{\"v\":1,\"backend\":\"lease\"";
+#define LEASE_PREFIX_LEN (sizeof lease_prefix - 1)
+static int is_lease_record(const char *head, size_t n) {
+  return n >= LEASE_PREFIX_LEN && memcmp(head, lease_prefix, LEASE_PREFIX_LEN) == 0;
 }
 
-/* verify(fd, path[, record]) -> 0 | 1 (not the linked inode at path) | 2 (a
- * lease file: nothing written, the caller judges the lease) | -errno.
+/* verify(fd, path[, record, ours, same]) -> 0 | 1 (not the linked inode at
+ * path) | 2 (a lease file: nothing written, the caller judges the lease) |
+ * 3 (foreign content: nothing written) | -errno.
  * After a lock is granted: is the locked inode still linked and still the
- * one at `path`? The unlink race (SPEC 3.3 item 2) hinges on this check. When it is and a record Buffer is given, the owner record
- * replaces the file's content, using the size from the same fstat (one
- * system call less per lock than a separate write). pwrite first, then
- * truncate only a longer old record (truncating to the same size still costs
- * a journalled inode update on ext4), so a concurrent reader sees the old
- * record, the new one, or the new one with a tail it must tolerate. The
+ * one at `path`? The unlink race (SPEC 3.3 item 2) hinges on this check.
+ * When it is and a record Buffer is given, the owner record goes into the
+ * file, using the size from the same fstat (no separate stat per lock):
+ *   - an empty file gets the record;
+ *   - a file whose first `ours` bytes differ from the record's (not one of
+ *     our records: podman's last-writer token, a pid file) is another
+ *     program's: never written or truncated, and 3 tells the caller so;
+ *   - a file that already holds this record up to byte `same` (the same
+ *     holder: pid, host, start time) and has its length is left as it is
+ *     (repeated acquisitions by one process cost no write);
+ *   - else pwrite, then truncate only a longer old record (truncating to the
+ *     same size still costs a journalled inode update on ext4), so a
+ *     concurrent reader sees the old record, the new one, or the new one
+ *     with a tail it must tolerate.
+ * The content check reads the file (pread) only when it is not empty. The
  * record is informational: a failed write (a full disk) does not fail the
- * lock. */
+ * lock. See docs/interop.md ("Foreign lock files"). */
 static napi_value js_verify(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 5;
+  napi_value argv[5];
   char path[PATH_BUF];
-  int32_t fd;
+  int32_t fd, ours = 0, same = 0;
   void *data = NULL;
   size_t len = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -233,15 +248,39 @@ static napi_value js_verify(napi_env env, napi_callback_info info) {
   if (argc >= 3) {
     napi_valuetype t;
     CHECK(napi_typeof(env, argv[2], &t));
-    if (t != napi_undefined && napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
-      napi_throw_type_error(env, NULL, "xlock: expected `record` to be a Buffer");
-      return NULL;
+    if (t != napi_undefined) {
+      if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+        napi_throw_type_error(env, NULL, "xlock: expected `record` to be a Buffer");
+        return NULL;
+      }
+      if (!arg_int(env, argv, argc, 3, "ours", &ours) ||
+          !arg_int(env, argv, argc, 4, "same", &same))
+        return NULL;
+      if (ours < 0 || same < 0 || (size_t)ours > len || (size_t)same > len) {
+        napi_throw_range_error(env, NULL, "xlock: `ours` and `same` must lie within the record");
+        return NULL;
+      }
     }
   }
   struct stat a;
-  int same = held_at(fd, path, &a, 1);
-  if (same != 0) return make_int(env, same);
-  if (a.st_size > 0 && is_lease_record(fd)) return make_int(env, 2);
+  int held = held_at(fd, path, &a, 1);
+  if (held != 0) return make_int(env, held);
+  if (a.st_size > 0) {
+    /* One pread of the head serves both checks (lease, foreign/same). */
+    char head[512];
+    size_t want = len > LEASE_PREFIX_LEN ? len : LEASE_PREFIX_LEN;
+    if (want > sizeof head) want = sizeof head;
+    ssize_t r;
+    do r = pread(fd, head, want, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return make_int(env, 0); /* unreadable (write-only): leave it */
+    if (is_lease_record(head, (size_t)r)) return make_int(env, 2);
+    if (data != NULL) {
+      if ((size_t)r < (size_t)ours || memcmp(head, data, (size_t)ours) != 0) return make_int(env, 3);
+      if (a.st_size == (off_t)len && (size_t)same <= (size_t)r && memcmp(head, data, (size_t)same) == 0)
+        return make_int(env, 0);
+    }
+  }
   if (data != NULL) {
     ssize_t w;
     do w = pwrite(fd, data, len, 0);

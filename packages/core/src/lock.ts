@@ -18,8 +18,8 @@ const inside = new AsyncLocalStorage<ReadonlySet<string>>();
 
 const token = Symbol('FileLock');
 
-/** How a held lock lets go: kernel (a descriptor) or lease (a file we own). */
-type Holding = { kind: 'kernel'; fd: number; remove: boolean } | { kind: 'lease'; lease: Lease };
+/** How a held lock lets go: kernel or flock (a descriptor) or lease (a file we own). */
+type Holding = { kind: 'kernel' | 'flock'; fd: number; remove: boolean } | { kind: 'lease'; lease: Lease };
 
 /**
  * A held lock. Created by {@link tryLock}, {@link lock} and {@link withLock}.
@@ -38,7 +38,7 @@ export class FileLock {
   /** The absolute path of the lock file. */
   readonly path: string;
   /** The backend that holds the lock. */
-  readonly backend: 'kernel' | 'lease';
+  readonly backend: 'kernel' | 'flock' | 'lease';
   #holding: Holding | null;
   #lost = false;
   #controller: AbortController | undefined;
@@ -75,6 +75,21 @@ export class FileLock {
   }
 
   /**
+   * The descriptor that holds a kernel or flock lock (undefined for a lease,
+   * and once released).
+   *
+   * @remarks For handing the lock to a child process: a child that inherits
+   * the descriptor (Node's `spawn` with `stdio: [..., held.fd]` makes it the
+   * child's fd 3) shares the lock, which then lasts until both this handle
+   * is released and the child has closed it or exited, as with `flock(1)`.
+   * Do not close it yourself: `release()` does.
+   */
+  get fd(): number | undefined {
+    const h = this.#holding;
+    return h && h.kind !== 'lease' ? h.fd : undefined;
+  }
+
+  /**
    * Whether the lock is still held by this handle: false once released, and
    * once lost (a lease taken over, deleted or replaced; `signal` says why).
    */
@@ -101,7 +116,7 @@ export class FileLock {
     if (this.#child && this.#onChildExit) this.#child.off('exit', this.#onChildExit);
     this.#unwatch?.();
     try {
-      if (holding?.kind === 'kernel') releaseKernel(holding.fd, this.path, holding.remove);
+      if (holding?.kind === 'kernel' || holding?.kind === 'flock') releaseKernel(holding.fd, this.path, holding.remove);
       else if (holding?.kind === 'lease') await holding.lease.release();
     } finally {
       this.#controller?.abort(this.#releasedError());
@@ -151,7 +166,7 @@ function onRemoteFs(dir: string): boolean {
  * same files and a lease would not exclude them. Asked on every call (one
  * statfs), so a mount that appears or goes away while we run is followed.
  */
-function chooseBackend(path: string, o: Checked): 'kernel' | 'lease' {
+function chooseBackend(path: string, o: Checked): 'kernel' | 'flock' | 'lease' {
   if (o.backend !== 'auto') return o.backend;
   if (onRemoteFs(dirname(path))) return 'lease';
   if (!addon) {
@@ -184,17 +199,18 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
   const turn = wait ? enqueue(abs) : undefined;
   try {
     if (turn?.prev) await abortable(turn.prev, scope!.signal);
-    if (backend === 'kernel') {
+    if (backend === 'kernel' || backend === 'flock') {
       // The record is written before we return, even after a wait where it
       // costs a good part of the hand-off: written later, it would meanwhile
       // name the previous (often dead) holder to readOwner, ELOCKED, status.
-      const fd = await acquireKernel(
+      const { fd, foreign } = await acquireKernel(
         abs,
         o,
         scope && (() => (scope.cancellable ? scope.signal : undefined)),
         o.shared ? undefined : pid,
       );
-      return new FileLock(token, abs, { kind: 'kernel', fd, remove: o.removeOnRelease ?? false }, o);
+      // Another program's lock file is never deleted (docs/interop.md).
+      return new FileLock(token, abs, { kind: backend, fd, remove: (o.removeOnRelease ?? false) && !foreign }, o);
     }
     const box: { handle?: FileLock } = {};
     const lease = await acquireLease(abs, o, pid, scope && (() => scope.signal), (err) => box.handle?.lost(err));
@@ -212,8 +228,12 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
  * @remarks Creates the lock file when missing (`0o644`, or `mode`), never
  * follows a symlink at `path`, and checks after locking that the locked inode
  * is still the one at `path`. A path this process already holds rejects
- * `ELOCKED` too. The kernel backend writes an informational owner record
- * into the file; the lease backend's record is the lock.
+ * `ELOCKED` too. The kernel and flock backends write an informational owner
+ * record into the file when it is empty or already holds one of our
+ * records, and never write, truncate or delete another program's lock file
+ * (podman's `storage.lock`, a pid file); a process re-taking a lock whose
+ * record already names it does not rewrite it. The lease backend's record is
+ * the lock.
  *
  * @param path - the lock file
  * @param options - see {@link LockOptions}; `timeout`/`signal` only matter to `lock()`

@@ -9,7 +9,11 @@
  *  "token":"9f2c…","leaseMs":30000}
  * ```
  *
- * `token` and `leaseMs` are written by the lease backend only. Readers must
+ * `token` and `leaseMs` are written by the lease backend only; `backend` is
+ * `kernel`, `flock` or `lease`. Every record starts with {@link RECORD_PREFIX}:
+ * that is how a kernel or flock lock tells a file holding one of our records
+ * (which it may rewrite) from another program's lock file (which it never
+ * writes, truncates or deletes; see docs/interop.md). Readers must
  * accept missing fields, unknown fields, a longer tail after the JSON (a
  * record is replaced in place, then truncated), and the legacy "pid" /
  * "pid hostname" text files of nftban and Julia's Pidfile.
@@ -18,6 +22,27 @@ import { open } from 'node:fs/promises';
 import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { addon, LockType } from './platform/native.js';
+import { kernelHolders } from './internal/proclocks.js';
+
+/**
+ * The first bytes of every owner record we write (version 1): a non-empty
+ * lock file that does not start with them belongs to another program.
+ */
+export const RECORD_PREFIX = '{"v":1,"backend":"';
+
+/** One lock the kernel holds on a file (see {@link LockOwner.holders}). */
+export interface LockHolder {
+  /**
+   * `posix`: a classic `fcntl` lock (podman, Go's containers/storage, Python
+   * `lockf`); `ofd`: an open-file-description lock (our `kernel` backend);
+   * `flock`: a `flock(2)` lock (flock(1), Python `filelock`, our `flock` backend).
+   */
+  kind: 'posix' | 'ofd' | 'flock';
+  /** A shared (read) lock. */
+  shared: boolean;
+  /** The process that took it; undefined for OFD locks (the kernel reports -1). */
+  pid: number | undefined;
+}
 
 /** The holder of a lock, as its lock file records it. */
 export interface LockOwner {
@@ -26,7 +51,7 @@ export interface LockOwner {
   /** The owner's host name. */
   hostname?: string | undefined;
   /** Which backend wrote the record. */
-  backend?: 'kernel' | 'lease' | undefined;
+  backend?: 'kernel' | 'flock' | 'lease' | undefined;
   /** When the lock was taken, in ms since the epoch. */
   startedAt?: number | undefined;
   /** Ms since the record was last written or refreshed (from the file's mtime). */
@@ -51,6 +76,19 @@ export interface LockOwner {
    * taker decides on stronger rules (see the lease backend).
    */
   held?: boolean | undefined;
+  /**
+   * Held only by shared (read) locks: `true`; held exclusively: `false`.
+   * Kernel lock files on Linux (from /proc/locks); undefined otherwise.
+   */
+  shared?: boolean | undefined;
+  /**
+   * Every lock the kernel holds on the file (Linux, from /proc/locks):
+   * classic POSIX `fcntl` holders (podman, Python `lockf`) and `flock(2)`
+   * holders (flock(1), our `flock` backend) with their pid, our OFD locks
+   * without one (the kernel does not give it: the owner record names an
+   * exclusive holder). Undefined where the kernel cannot be asked.
+   */
+  holders?: LockHolder[] | undefined;
 }
 
 function readOr(read: () => string): string | undefined {
@@ -108,7 +146,7 @@ export function selfIdentity(): Identity {
 
 /** Builds a record; fields that are undefined are left out. */
 export function formatRecord(fields: {
-  backend: 'kernel' | 'lease';
+  backend: 'kernel' | 'flock' | 'lease';
   pid: number;
   startTicks: number | undefined;
   token?: string | undefined;
@@ -152,7 +190,7 @@ export function parseRecord(text: string, mtimeMs?: number): LockOwner | null {
     }
     if (typeof raw !== 'object' || raw === null) return null;
     const r = raw as Record<string, unknown>;
-    const backend = r.backend === 'kernel' || r.backend === 'lease' ? r.backend : undefined;
+    const backend = r.backend === 'kernel' || r.backend === 'flock' || r.backend === 'lease' ? r.backend : undefined;
     const pid = int(r.pid);
     return {
       pid: pid !== undefined && pid > 0 ? pid : undefined,
@@ -174,6 +212,40 @@ export function parseRecord(text: string, mtimeMs?: number): LockOwner | null {
   const pid = Number(m[1]);
   if (pid <= 0 || pid > 0x7fffffff) return null;
   return { pid, hostname: m[2], age };
+}
+
+/**
+ * Who holds a kernel-locked file, from its record and what the kernel says:
+ * `holders` from /proc/locks (undefined where it cannot be read) and
+ * `getlkPid` from F_OFD_GETLK (0 free, >0 a POSIX holder's pid, -1 held by
+ * an OFD lock, < -1 not asked). The record is believed only while it names
+ * a holder the kernel still sees: a pid among the holders, or a live process
+ * and an exclusive OFD lock (whose pid the kernel does not give). Otherwise
+ * it is a past holder's, and the first pid the kernel gives is the owner.
+ * `held: false` keeps the record: it names the last holder.
+ */
+export function judgeKernelOwner(
+  record: LockOwner | null,
+  holders: LockHolder[] | undefined,
+  getlkPid: number,
+): LockOwner | null {
+  if (!holders) {
+    // No /proc/locks: what F_OFD_GETLK says (POSIX holders named; others trusted).
+    if (getlkPid < -1) return record;
+    if (getlkPid === 0) return record ? { ...record, held: false } : null;
+    if (getlkPid > 0 && record?.pid !== getlkPid) return { pid: getlkPid, held: true };
+    return { ...record, held: true };
+  }
+  if (holders.length === 0 && getlkPid <= 0) return record ? { ...record, held: false } : null;
+  const shared = holders.length > 0 ? holders.every((h) => h.shared) : undefined;
+  const pid = record?.pid;
+  const named =
+    pid !== undefined &&
+    (holders.some((h) => h.pid === pid) ||
+      (holders.some((h) => h.kind === 'ofd' && !h.shared) && isProcessAlive(pid, record?.hostname)));
+  if (named) return { ...record, held: true, shared, holders };
+  const first = holders.find((h) => h.pid !== undefined)?.pid ?? (getlkPid > 0 ? getlkPid : undefined);
+  return { pid: first, held: true, shared, holders };
 }
 
 /**
@@ -220,13 +292,11 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
       return { ...owner, held: alive && !expired };
     }
     if (!addon) return owner;
-    // Ask the kernel whether anyone holds it; a classic POSIX holder (podman,
-    // python's lockf) writes no record of ours, but the kernel names its pid.
-    const pid = addon.getlk(handle.fd, LockType.Exclusive);
-    if (pid < -1) return owner;
-    if (pid === 0) return owner ? { ...owner, held: false } : null;
-    if (pid > 0 && owner?.pid !== pid) return { pid, held: true };
-    return { ...owner, held: true };
+    // Ask the kernel who holds it; a classic POSIX holder (podman, python's
+    // lockf) or a flock(2) holder writes no record of ours, but the kernel
+    // names its pid.
+    const ids = await handle.stat({ bigint: true });
+    return judgeKernelOwner(owner, kernelHolders(ids.dev, ids.ino), addon.getlk(handle.fd, LockType.Exclusive));
   } finally {
     await handle.close();
   }

@@ -1,5 +1,6 @@
 /**
- * The kernel backend: an open descriptor holding an OFD (Linux) or flock lock.
+ * The kernel backend: an open descriptor holding an OFD (Linux) or flock lock;
+ * the `flock` backend is the same code with flock(2) locks on every platform.
  *
  * Acquire = open(O_CREAT|O_NOFOLLOW) -> non-blocking lock -> inode re-check ->
  * owner record. All synchronous system calls through the addon (a lock cycle
@@ -10,11 +11,12 @@ import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import { formatRecord, parseRecord, processStartTicks, type LockOwner } from '../owner.js';
+import { formatRecord, judgeKernelOwner, parseRecord, processStartTicks, RECORD_PREFIX, type LockOwner } from '../owner.js';
 import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
+import { kernelHolders } from './proclocks.js';
 import { E, osError, withPath } from './oserror.js';
 import type { Checked } from './options.js';
 
@@ -40,45 +42,82 @@ export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents'
 
 /**
  * Who holds the lock on `fd`'s file, for an ELOCKED error: the owner record
- * if there is one, else the pid a classic POSIX holder (podman, python's
- * lockf) reports through F_OFD_GETLK.
+ * if it names a holder the kernel still sees, else the pid the kernel gives
+ * (F_OFD_GETLK or /proc/locks for a classic POSIX holder such as podman or
+ * python's lockf; /proc/locks for a flock(2) holder). See judgeKernelOwner.
  */
 export function ownerOf(fd: number, type: LockType): LockOwner | undefined {
-  let owner: LockOwner | null = null;
+  let record: LockOwner | null = null;
+  let holders;
   try {
     const buf = Buffer.allocUnsafe(2048);
     const n = readSync(fd, buf, 0, buf.length, 0);
-    owner = parseRecord(buf.toString('utf8', 0, n), fstatSync(fd).mtimeMs);
+    const st = fstatSync(fd, { bigint: true });
+    record = parseRecord(buf.toString('utf8', 0, n), Number(st.mtimeMs));
+    holders = kernelHolders(st.dev, st.ino);
   } catch {
     // write-only or vanished: the owner stays unknown
   }
-  // A classic POSIX holder (podman, python's lockf) writes no record of ours:
-  // the kernel names it, and whatever record is there is a previous holder's.
-  const pid = addon ? addon.getlk(fd, type) : 0;
-  if (pid > 0 && owner?.pid !== pid) owner = { pid };
-  return owner ?? undefined;
+  // Only the locks of our kind conflict with us: flock and fcntl/OFD locks are separate.
+  const flock = (type & LockType.Flock) !== 0;
+  const mine = holders?.filter((h) => (h.kind === 'flock') === flock);
+  const owner = judgeKernelOwner(record, mine, flock || !addon ? -2 : addon.getlk(fd, type));
+  if (!owner) return undefined;
+  // The error carries who holds it, not the whole kernel view.
+  const { held: _held, shared: _shared, holders: _holders, ...rest } = owner;
+  return rest;
 }
 
 /** process.pid is a getpid(2) call per read; a process keeps its pid. */
 export const selfPid = process.pid;
 
-let selfRecord: { buf: Buffer; at: number } | undefined;
+/** A rendered owner record; bytes before `same` name the holder, `createdAt`'s digits follow. */
+export interface KernelRecord {
+  readonly buf: Buffer;
+  readonly same: number;
+}
+
+const selfRecords = new Map<string, { buf: Buffer; same: number }>();
+function render(pid: number, backend: 'kernel' | 'flock'): { buf: Buffer; same: number } {
+  const text = formatRecord({ backend, pid, startTicks: processStartTicks(pid) });
+  const m = /"createdAt":(\d+)/.exec(text)!;
+  return { buf: Buffer.from(text, 'latin1'), same: m.index + '"createdAt":'.length };
+}
+
 /**
  * The owner record. Our own is rendered once into a buffer whose timestamp
- * digits are rewritten in place (`record` copies it out synchronously).
+ * digits are rewritten in place (`verify` copies it out synchronously).
  */
-export function kernelRecord(pid: number): Buffer {
-  if (pid !== selfPid) return Buffer.from(formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }));
+export function kernelRecord(pid: number, backend: 'kernel' | 'flock' = 'kernel'): KernelRecord {
+  if (pid !== selfPid) return render(pid, backend);
   const now = String(Date.now());
-  if (!selfRecord) {
-    const text = formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) });
-    const m = /"createdAt":(\d+)/.exec(text)!;
-    selfRecord = { buf: Buffer.from(text, 'latin1'), at: m.index + '"createdAt":'.length };
-  }
   // 13 digits until the year 2286; after that, render afresh.
-  if (now.length !== 13) return Buffer.from(formatRecord({ backend: 'kernel', pid, startTicks: processStartTicks(pid) }));
-  selfRecord.buf.write(now, selfRecord.at, 'latin1');
-  return selfRecord.buf;
+  if (now.length !== 13) return render(pid, backend);
+  let rec = selfRecords.get(backend);
+  if (!rec) selfRecords.set(backend, (rec = render(pid, backend)));
+  rec.buf.write(now, rec.same, 'latin1');
+  return rec;
+}
+
+/**
+ * verify() with the owner record: the inode check, then the record is
+ * written unless the file is a lease (2) or another program's (3: see
+ * xlock.c's js_verify), or already names this holder.
+ */
+function verifyAndRecord(a: NativeAddon, fd: number, path: string, rec: KernelRecord | undefined): number {
+  return rec ? a.verify(fd, path, rec.buf, RECORD_PREFIX.length, rec.same) : a.verify(fd, path);
+}
+
+/** Whether the file on `fd` holds another program's bytes (non-empty, not our record). */
+function foreignContent(fd: number): boolean {
+  const buf = Buffer.alloc(RECORD_PREFIX.length);
+  let n: number;
+  try {
+    n = readSync(fd, buf, 0, buf.length, 0);
+  } catch {
+    return true; // cannot tell: treat as not ours
+  }
+  return n > 0 && buf.toString('latin1', 0, n) !== RECORD_PREFIX;
 }
 
 /**
@@ -99,9 +138,9 @@ function nativeWait(fd: number, type: LockType, signal: AbortSignal | undefined,
       signal?.removeEventListener('abort', onAbort);
       if (result === 0 && !signal?.aborted) resolve();
       else if (signal && (result === 0 || result === E.ECANCELED)) {
-        if (result === 0) a.setlk(fd, LockType.Unlock);
+        if (result === 0) a.setlk(fd, (type & LockType.Flock) as LockType);
         reject(signal.reason as Error);
-      } else reject(osError(result, 'fcntl', path));
+      } else reject(osError(result, type & LockType.Flock ? 'flock' : 'fcntl', path));
     });
     if (typeof handle === 'number') {
       reject(osError(handle, 'pthread_create', path));
@@ -114,22 +153,38 @@ function nativeWait(fd: number, type: LockType, signal: AbortSignal | undefined,
   });
 }
 
+/** What {@link acquireKernel} took: the descriptor, and whether the file is another program's. */
+export interface KernelHeld {
+  fd: number;
+  /**
+   * The file holds another program's bytes (not empty, not our record): no
+   * record was written into it, and it must not be deleted on release.
+   */
+  foreign: boolean;
+}
+
 /**
- * Takes the kernel lock on `path` and returns the descriptor holding it.
- * Without `wait`, a held lock rejects ELOCKED at once.
+ * Takes the kernel lock (OFD, or flock(2) for `backend: 'flock'`) on `path`
+ * and returns the descriptor holding it. Without `wait`, a held lock rejects
+ * ELOCKED at once.
  *
  * Invariant (SPEC 3.3 item 2): the returned descriptor's inode is the one at
  * `path` and is linked. A waiter that opened the file before its holder
  * deleted it wakes up holding a dead inode: it closes it and starts over.
+ *
+ * Foreign files (docs/interop.md): the owner record of `recordOf` goes only
+ * into an empty file or one holding one of our records; another program's
+ * lock file (podman's last-writer token, a pid file) is never written.
  */
 export async function acquireKernel(
   path: string,
   o: Checked,
   wait?: () => AbortSignal | undefined,
   recordOf?: number,
-): Promise<number> {
+): Promise<KernelHeld> {
   const a = native(path);
-  const type = o.shared ? LockType.Shared : LockType.Exclusive;
+  const flock = o.backend === 'flock' ? LockType.Flock : 0;
+  const type = ((o.shared ? LockType.Shared : LockType.Exclusive) | flock) as LockType;
   for (let replaced = 0; ;) {
     const fd = openLockFile(path, o);
     let ok = false;
@@ -139,19 +194,20 @@ export async function acquireKernel(
       if (r === E.EAGAIN) {
         if (!wait) throw lockedError(path, ownerOf(fd, type));
         await nativeWait(fd, type, wait(), path);
-      } else if (r < 0) throw osError(r, 'fcntl', path);
+      } else if (r < 0) throw osError(r, flock ? 'flock' : 'fcntl', path);
       // The owner record of `recordOf` (rendered now: it carries the time
       // we got the lock) is written by the same native call, once verified.
-      const record = recordOf === undefined ? undefined : kernelRecord(recordOf);
-      const v = a.verify(fd, path, record);
+      const rec = recordOf === undefined ? undefined : kernelRecord(recordOf, flock ? 'flock' : 'kernel');
+      const v = verifyAndRecord(a, fd, path, rec);
       if (v < 0) throw osError(v, 'fstat', path);
       if (v === 2) {
         // A lease file: its holder takes no kernel lock, so judge the lease.
         const lease = leaseOnFile(path, fd, o);
         if (!lease.held) {
-          if (record) writeRecord(fd, record, path);
+          // A dead lease's record is one of ours: replaced by our record.
+          if (rec) writeRecord(fd, rec.buf, path);
           ok = true;
-          return fd;
+          return { fd, foreign: false };
         }
         if (!wait) throw lockedError(path, lease.owner);
         a.close(fd);
@@ -159,9 +215,12 @@ export async function acquireKernel(
         await nap(o.pollInterval, wait() ?? never, {}, lease.pid);
         continue;
       }
-      if (v === 0) {
+      if (v === 0 || v === 3) {
         ok = true;
-        return fd;
+        // Without a record (shared locks) the content is only checked when
+        // it matters: before a removal on release.
+        const foreign = v === 3 || (rec === undefined && o.removeOnRelease === true && foreignContent(fd));
+        return { fd, foreign };
       }
     } finally {
       if (!ok) a.close(fd);
@@ -230,7 +289,7 @@ export function createKernel(dir: string, nameFor: () => string, mode: number, a
       // A sweeper may have locked, deleted and released our file before our
       // lock, and another created a new file under the same hidden name:
       // renaming that one would publish a file we do not hold.
-      const v = a.verify(fd, hidden, kernelRecord(selfPid));
+      const v = verifyAndRecord(a, fd, hidden, kernelRecord(selfPid));
       if (v < 0) throw osError(v, 'fstat', hidden);
       if (v !== 0) {
         ours = false;

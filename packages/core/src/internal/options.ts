@@ -7,10 +7,18 @@ export interface LockOptions {
   /**
    * Which mechanism to use. `'auto'` picks `'kernel'` where the addon loaded
    * and the filesystem supports kernel locks, `'lease'` otherwise.
+   *
+   * `'flock'` takes BSD `flock(2)` locks through the same addon, with the same
+   * API, error codes and owner records as `'kernel'`: it is for joining locks
+   * that `flock(1)` scripts, nftban's installer and Python `filelock` hold.
+   * Linux keeps flock locks apart from `fcntl`/OFD locks, so a `'flock'`
+   * holder and a `'kernel'` holder (or podman) do not exclude each other:
+   * every program sharing a lock file must use the same kind. Never chosen
+   * by `'auto'`. See docs/interop.md.
    * @defaultValue `'auto'`
    */
-  backend?: 'auto' | 'kernel' | 'lease' | undefined;
-  /** Take a shared (read) lock; several shared holders may coexist. Kernel only. @defaultValue `false` */
+  backend?: 'auto' | 'kernel' | 'flock' | 'lease' | undefined;
+  /** Take a shared (read) lock; several shared holders may coexist. Kernel and flock only. @defaultValue `false` */
   shared?: boolean | undefined;
   /** Create missing parent directories of the lock file. @defaultValue `false` */
   parents?: boolean | undefined;
@@ -19,7 +27,7 @@ export interface LockOptions {
    * (or one deleted while we lock it) rejects `ENOENT` and nothing is
    * created: for taking an existing lock file, as a recovery sweep does,
    * without ever mistaking a just-finished owner's file for an abandoned
-   * one. Kernel only. @defaultValue `true`
+   * one. Kernel and flock only. @defaultValue `true`
    */
   create?: boolean | undefined;
   /** Permission bits of a lock file we create (the umask applies). @defaultValue `0o644` */
@@ -27,8 +35,11 @@ export interface LockOptions {
   /**
    * Delete the lock file on release (while still holding it). Kernel default
    * `false`: the file is kept, as nftban and Python `filelock` do, which
-   * avoids the unlink race altogether. The lease backend always removes its
-   * own file.
+   * avoids the unlink race altogether. A file holding another program's
+   * content (not empty, not one of our owner records: podman's
+   * `storage.lock`, a pid file) is never deleted, whatever this says: the
+   * lock works, and the file is left as it was. The lease backend always
+   * removes its own file.
    */
   removeOnRelease?: boolean | undefined;
   /** Lease: how long an unrefreshed lease lasts before others may take it, in ms. @defaultValue `10000` */
@@ -120,7 +131,7 @@ function positive(o: Record<string, unknown>, name: string, allowZero: boolean, 
 
 /** Options after checking, with defaults applied. */
 export interface Checked {
-  backend: 'auto' | 'kernel' | 'lease';
+  backend: 'auto' | 'kernel' | 'flock' | 'lease';
   shared: boolean;
   parents: boolean;
   create: boolean;
@@ -166,7 +177,8 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
     if (!keys.has(key) && !extraKeys?.has(key)) throw new TypeError(`Unknown option \`${key}\` (known: ${[...keys].join(', ')})`);
   }
   const backend = o.backend ?? 'auto';
-  if (backend !== 'auto' && backend !== 'kernel' && backend !== 'lease') fail('backend', "'auto', 'kernel' or 'lease'", backend);
+  if (backend !== 'auto' && backend !== 'kernel' && backend !== 'flock' && backend !== 'lease')
+    fail('backend', "'auto', 'kernel', 'flock' or 'lease'", backend);
   const mode = o.mode ?? 0o644;
   if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777)
     fail('mode', 'an integer from 0 to 0o7777', mode);

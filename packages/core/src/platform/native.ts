@@ -20,7 +20,7 @@ export interface NativeAddon {
   open(path: string, flags: number, mode: number): number;
   setlk(fd: number, type: LockType): number;
   getlk(fd: number, type: LockType): number;
-  verify(fd: number, path: string, record?: Buffer): number;
+  verify(fd: number, path: string, record?: Buffer, ours?: number, same?: number): number;
   unlinkHeld(fd: number, path: string): number;
   close(fd: number): number;
   renameNoReplace(from: string, to: string): number;
@@ -36,8 +36,8 @@ export type WatchHandle = object & { readonly __watch: unique symbol };
 /** An opaque handle of a pending native wait. */
 export type WaitHandle = object & { readonly __wait: unique symbol };
 
-/** Lock types as the addon takes them. */
-export const LockType = { Unlock: 0, Shared: 1, Exclusive: 2 } as const;
+/** Lock types as the addon takes them; `| LockType.Flock` asks for flock(2) instead of OFD locks. */
+export const LockType = { Unlock: 0, Shared: 1, Exclusive: 2, Flock: 4 } as const;
 /** One of {@link LockType}'s values. */
 export type LockType = (typeof LockType)[keyof typeof LockType];
 

@@ -1,0 +1,110 @@
+/**
+ * Foreign lock files (issue 11 item 1, docs/interop.md): a kernel or flock
+ * lock writes its owner record only into an empty file or one holding one of
+ * our records; another program's bytes (podman's last-writer token, a pid
+ * file) stay byte for byte, and removeOnRelease never deletes them. And
+ * (issue 13 item 3) a holder re-taking a file whose record already names it
+ * does not rewrite it.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { lock, readOwner, tryLock } from '@x/core';
+import { reapAll } from './helpers/child.js';
+import { tempDir, type TempDir } from './helpers/tmp.js';
+import { haveTools } from './helpers/tools.js';
+import { buildCsHelper, goChild } from './helpers/interop.js';
+
+afterEach(reapAll);
+
+for (const backend of ['kernel', 'flock'] as const) {
+  describe(`backend '${backend}'`, () => {
+    const contents: [string, Buffer][] = [
+      ['a 64-byte last-writer token (containers/storage)', randomBytes(64)],
+      ['a pid file (nftban)', Buffer.from('4242\n')],
+      ['JSON of another program', Buffer.from('{"pid":4242,"owner":"other"}\n')],
+      ['one byte', Buffer.from('x')],
+    ];
+    for (const [what, bytes] of contents) {
+      test(`${what} stays byte for byte through tryLock, lock and removeOnRelease`, async () => {
+        await using d = await tempDir();
+        const p = join(d.path, 'storage.lock');
+        writeFileSync(p, bytes);
+        const before = statSync(p);
+        await (await tryLock(p, { backend })).release();
+        await (await lock(p, { backend, timeout: 5000 })).release();
+        await (await tryLock(p, { backend, removeOnRelease: true })).release();
+        await (await tryLock(p, { backend, shared: true, removeOnRelease: true })).release();
+        expect(readFileSync(p).equals(bytes)).toBe(true);
+        expect(statSync(p).mtimeMs).toBe(before.mtimeMs);
+      });
+    }
+
+    test('an empty file gets our record, and removeOnRelease deletes our own file', async () => {
+      await using d = await tempDir();
+      const p = join(d.path, 'x.lock');
+      writeFileSync(p, '');
+      const held = await tryLock(p, { backend });
+      expect((await readOwner(p))?.pid).toBe(process.pid);
+      expect((await readOwner(p))?.backend).toBe(backend);
+      await held.release();
+      await (await tryLock(p, { backend, removeOnRelease: true })).release();
+      expect(existsSync(p)).toBe(false);
+    });
+
+    test("another holder's record is replaced by ours", async () => {
+      await using d = await tempDir();
+      const p = join(d.path, 'x.lock');
+      const other = `{"v":1,"backend":"${backend}","pid":1,"hostname":"elsewhere","createdAt":1}\n`;
+      writeFileSync(p, other + 'x'.repeat(200));
+      await using _held = await tryLock(p, { backend });
+      const owner = await readOwner(p);
+      expect(owner?.pid).toBe(process.pid);
+      expect(readFileSync(p, 'utf8')).not.toContain('elsewhere');
+      expect(readFileSync(p, 'utf8').endsWith('}\n')).toBe(true);
+    });
+
+    test('re-taking a lock whose record already names us does not rewrite the file', async () => {
+      await using d = await tempDir();
+      const p = join(d.path, 'x.lock');
+      await (await tryLock(p, { backend })).release();
+      const first = readFileSync(p);
+      const firstMtime = statSync(p).mtimeMs;
+      // A later millisecond, so a rewritten record would differ in createdAt.
+      const t = Date.now();
+      while (Date.now() === t);
+      await (await tryLock(p, { backend })).release();
+      await (await lock(p, { backend })).release();
+      expect(readFileSync(p).equals(first)).toBe(true);
+      expect(statSync(p).mtimeMs).toBe(firstMtime);
+    });
+  });
+}
+
+describe("containers/storage's own lock code", () => {
+  let dir: TempDir | undefined;
+  let helper = '';
+  const go = haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile');
+  beforeAll(async () => {
+    if (!go) return;
+    dir = await tempDir();
+    helper = await buildCsHelper(dir.path);
+  });
+  afterAll(() => dir?.[Symbol.asyncDispose]());
+
+  test.skipIf(!go)("Go's Modified() sees no change after we lock and release its lock file (podman's last-writer token)", async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'storage.lock');
+    const { child, first } = await goChild(helper, 'touch', p);
+    expect(first).toBe('touched');
+    const token = readFileSync(p);
+    expect(token.length).toBe(64);
+    await (await tryLock(p)).release();
+    await (await tryLock(p, { removeOnRelease: true })).release();
+    expect(readFileSync(p).equals(token)).toBe(true);
+    child.proc.stdin!.write('check\n');
+    expect(await child.line()).toBe('modified false');
+    expect(await child.finish()).toBe(0);
+  });
+});
