@@ -40,7 +40,11 @@ export interface LockHolder {
   kind: 'posix' | 'ofd' | 'flock';
   /** A shared (read) lock. */
   shared: boolean;
-  /** The process that took it; undefined for OFD locks (the kernel reports -1). */
+  /**
+   * The process that took it; undefined for OFD locks (the kernel reports
+   * -1). For a flock lock, that process may have exited after passing the
+   * descriptor on (a shell's `exec 9>L; flock -n 9`).
+   */
   pid: number | undefined;
 }
 
@@ -244,7 +248,10 @@ export function judgeKernelOwner(
     (holders.some((h) => h.pid === pid) ||
       (holders.some((h) => h.kind === 'ofd' && !h.shared) && isProcessAlive(pid, record?.hostname)));
   if (named) return { ...record, held: true, shared, holders };
-  const first = holders.find((h) => h.pid !== undefined)?.pid ?? (getlkPid > 0 ? getlkPid : undefined);
+  // A flock(2) lock keeps the pid of the process that took it, which may have
+  // exited after handing its descriptor on (`exec 9>L; flock -n 9`): not named.
+  const first =
+    holders.find((h) => h.pid !== undefined && isProcessAlive(h.pid))?.pid ?? (getlkPid > 0 ? getlkPid : undefined);
   return { pid: first, held: true, shared, holders };
 }
 

@@ -18,7 +18,7 @@ import {
 } from './common.js';
 import { errnoOf } from '../internal/fsutil.js';
 
-export const runUsage = `Usage: xstage run [--wait] [--timeout <seconds>] <lockpath> -- <command> [args...]
+export const runUsage = `Usage: xstage run [--wait] [--timeout <seconds>] [--flock] <lockpath> -- <command> [args...]
 
 Holds an exclusive lock on <lockpath> while <command> runs, like flock(1).
 The lock file is created when missing (its directory must exist) and kept
@@ -31,6 +31,11 @@ Options:
   --timeout <seconds>  wait at most this many SECONDS (decimals allowed,
                        e.g. 0.5; implies --wait; 0 means do not wait; the
                        @x/core API's \`timeout\` option is in milliseconds)
+  --flock              take a flock(2) lock instead of an fcntl (OFD) lock:
+                       to join locks that flock(1) scripts, nftban or Python
+                       filelock hold (Linux keeps the two kinds apart: the
+                       default excludes podman/buildah and Python lockf,
+                       --flock excludes flock(1))
   -h, --help           show this help
 
 Exit status:
@@ -66,7 +71,11 @@ export async function cmdRun(args: string[]): Promise<number> {
     head = args.slice(0, i + 1);
     command = args.slice(i + 1);
   }
-  const { values, positionals } = parse(head, { wait: { type: 'boolean' }, timeout: { type: 'string' } });
+  const { values, positionals } = parse(head, {
+    wait: { type: 'boolean' },
+    timeout: { type: 'string' },
+    flock: { type: 'boolean' },
+  });
   if (values.help) return (out(runUsage), 0);
   if (positionals.length !== 1)
     throw new UsageError(
@@ -89,7 +98,8 @@ export async function cmdRun(args: string[]): Promise<number> {
 
   let held: FileLock;
   try {
-    held = wait ? await lock(path, { timeout: timeoutMs }) : await tryLock(path);
+    const backend = values.flock === true ? 'flock' : 'auto';
+    held = wait ? await lock(path, { backend, timeout: timeoutMs }) : await tryLock(path, { backend });
   } catch (e) {
     if (isLockError(e, 'ELOCKED')) {
       // @x/core's message names the holder: '<path>' is locked by pid N on host (kernel, held 3.2 s).
