@@ -13,7 +13,7 @@ import { createAndLock } from './lockfile.js';
 import { Entry, type StagingDir } from './entry.js';
 import { checkObject, checkPath, checkSignal, errnoOf, lstatQuiet, makeDirs, osError, show } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
-import { AREA_MARKER, classify, LOCK_PREFIX } from './naming.js';
+import { AREA_MARKER, classify, dirName, LOCK_PREFIX, type Layout } from './naming.js';
 import { recoverArea, type RecoverOptions, type RecoverReport } from './sweep.js';
 
 export { AREA_MARKER } from './naming.js';
@@ -39,8 +39,13 @@ export interface ListOptions {
 export interface StagingEntry {
   /** The entry's id. */
   id: string;
-  /** Its staging directory, `<root>/<id>`. */
+  /**
+   * Its staging directory: `<root>/<id>`, or `<root>/temp-dir-<id>` for an
+   * entry of containers/storage's layout (see {@link StagingEntry.layout}).
+   */
   path: string;
+  /** Who made it: xstage (`<id>/`) or containers/storage (`temp-dir-<id>/`, podman, buildah). */
+  layout: Layout;
   /** Its lock file, `<root>/lock-<id>`. */
   lockPath: string;
   /** Whether the staging directory exists. */
@@ -225,18 +230,22 @@ export class StagingArea {
       signal?.throwIfAborted();
       const k = classify(d.name);
       if (k.kind !== 'lock' && k.kind !== 'dir') continue;
-      const path = join(this.root, k.id);
       const lockPath = join(this.root, LOCK_PREFIX + k.id);
       if (k.kind === 'dir') {
+        const path = join(this.root, dirName(k.id, k.layout));
         if (!lstatQuiet(path)) continue;
         if (lstatQuiet(lockPath)) continue; // listed by its lock file
-        yield { id: k.id, path, lockPath, hasDir: true, state: 'missing', owner: null };
+        yield { id: k.id, path, layout: k.layout, lockPath, hasDir: true, state: 'missing', owner: null };
         continue;
       }
       const probe = await probeLock(lockPath);
       if (probe.state === 'missing') continue;
+      // The directory of either layout; ours when there is none.
+      const cs = join(this.root, dirName(k.id, 'containers-storage'));
+      const layout: Layout = !lstatQuiet(join(this.root, k.id)) && lstatQuiet(cs) ? 'containers-storage' : 'xstage';
+      const path = join(this.root, dirName(k.id, layout));
       const hasDir = lstatQuiet(path) !== undefined;
-      const entry: StagingEntry = { id: k.id, path, lockPath, hasDir, state: probe.state, owner: probe.owner };
+      const entry: StagingEntry = { id: k.id, path, layout, lockPath, hasDir, state: probe.state, owner: probe.owner };
       if (probe.error) entry.error = probe.error;
       yield entry;
     }

@@ -20,7 +20,7 @@ import {
   type Fence,
 } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
-import { classify, LOCK_PREFIX } from './naming.js';
+import { classify, dirName, LOCK_PREFIX, type Layout } from './naming.js';
 
 export interface RecoverProgress {
   /** Entries examined so far (see {@link RecoverReport.scanned}). */
@@ -53,6 +53,14 @@ export interface RecoverError {
   error: Error;
 }
 
+/** A name of the root that recovery left alone without examining it as an entry. */
+export interface RecoverSkip {
+  /** The path. */
+  path: string;
+  /** Why it was not touched. */
+  reason: string;
+}
+
 /** What {@link StagingArea.recover} did. */
 export interface RecoverReport {
   /**
@@ -71,11 +79,23 @@ export interface RecoverReport {
   bytesFreed: number;
   /** The entries that failed, in the order they failed. */
   errors: RecoverError[];
+  /**
+   * Names left alone because recovery cannot prove them abandoned, not
+   * counted in `scanned`: names that fit neither layout (see
+   * docs/staging-protocol.md, "Naming"), and a containers/storage
+   * `temp-dir-<id>` without its `lock-<id>` (containers/storage's
+   * CreateAndLock can leave a live entry without its lock file, podman#29641).
+   */
+  skipped: RecoverSkip[];
 }
 
 /** What the sweep did with one name. */
 type Outcome =
-  { kind: 'skip' } | { kind: 'live' } | { kind: 'removed'; bytes: number } | { kind: 'error'; path: string; error: Error };
+  | { kind: 'skip' }
+  | { kind: 'skipped'; path: string; reason: string }
+  | { kind: 'live' }
+  | { kind: 'removed'; bytes: number }
+  | { kind: 'error'; path: string; error: Error };
 
 const skip: Outcome = { kind: 'skip' };
 const live: Outcome = { kind: 'live' };
@@ -102,7 +122,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   signal?.throwIfAborted();
 
   const fence = fenceOf(root);
-  const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [] };
+  const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
   const slicer = new Slicer();
   const dir = await opendir(root, { bufferSize: 128 });
   // for-await closes the directory when the loop ends, breaks or throws.
@@ -116,6 +136,10 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
     }
     await slicer.tick();
     if (outcome.kind === 'skip') continue;
+    if (outcome.kind === 'skipped') {
+      report.skipped.push({ path: outcome.path, reason: outcome.reason });
+      continue;
+    }
     report.scanned++;
     if (outcome.kind === 'live') report.live++;
     else if (outcome.kind === 'removed') {
@@ -134,23 +158,52 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   return report;
 }
 
+/** Both staging directories a lock file can guard (one of them, at most, exists). */
+const layouts: readonly Layout[] = ['xstage', 'containers-storage'];
+
 /** Handles one name of the root. Rejects only for unexpected errors (recorded by the caller). */
 async function sweepName(root: string, name: string, fence: Fence, dryRun: boolean, slicer: Slicer): Promise<Outcome> {
   const k = classify(name);
   if (k.kind === 'ignore') return skip;
+  if (k.kind === 'unknown') {
+    return {
+      kind: 'skipped',
+      path: join(root, name),
+      reason: 'not a name of either staging layout (lock-<id> with <id>/ or temp-dir-<id>/)',
+    };
+  }
   if (k.kind === 'hidden') {
     // In-flight lock files (being published, probed or taken) are not
     // entries: a free one is deleted, and none is counted.
     if (!dryRun) await reclaimHidden(join(root, name));
     return skip;
   }
-  const path = join(root, k.id);
   const lockPath = join(root, LOCK_PREFIX + k.id);
   // A directory with its lock file: the lock file's own entry decides. (One
   // without is checked again once its lock is held: it may have finished.)
   if (k.kind === 'dir' && lstatQuiet(lockPath)) return skip;
-  if (dryRun) return wouldReclaim(lockPath, path, fence, slicer);
-  return k.kind === 'lock' ? reclaim(lockPath, path, fence, slicer) : reclaimOrphan(root, lockPath, path, fence, slicer);
+  if (k.kind === 'dir' && k.layout === 'containers-storage') {
+    // containers/storage creates lock-<id> unlocked and locks it afterwards:
+    // a sweeper in between deletes it, and the writer then locks the
+    // unlinked file and creates temp-dir-<id> (podman#29641). A missing lock
+    // file is no proof that the writer is gone.
+    return {
+      kind: 'skipped',
+      path: join(root, name),
+      reason: `no ${LOCK_PREFIX}${k.id}: containers/storage can leave a live entry without its lock file, so this is not proof it is abandoned`,
+    };
+  }
+  // A lock file guards the directory of either layout.
+  const paths = k.kind === 'lock' ? layouts.map((l) => join(root, dirName(k.id, l))) : [join(root, k.id)];
+  if (dryRun) return wouldReclaim(lockPath, paths, fence, slicer);
+  return k.kind === 'lock' ? reclaim(lockPath, paths, fence, slicer) : reclaimOrphan(root, lockPath, paths[0]!, fence, slicer);
+}
+
+/** Removes every path (a missing one counts 0 bytes); returns the bytes freed. */
+async function removeAll(paths: readonly string[], fence: Fence, slicer: Slicer, dryRun = false): Promise<number> {
+  let bytes = 0;
+  for (const p of paths) bytes += await removeTree(p, fence, slicer, dryRun);
+  return bytes;
 }
 
 /**
@@ -174,7 +227,7 @@ async function take(lockPath: string): Promise<FileLock | 'live' | 'gone'> {
 }
 
 /** Reclaims the entry of an existing lock file: `lock-<id>` free means its writer is gone. */
-async function reclaim(lockPath: string, path: string, fence: Fence, slicer: Slicer): Promise<Outcome> {
+async function reclaim(lockPath: string, paths: readonly string[], fence: Fence, slicer: Slicer): Promise<Outcome> {
   let lock: FileLock | 'live' | 'gone';
   try {
     lock = await take(lockPath);
@@ -184,15 +237,17 @@ async function reclaim(lockPath: string, path: string, fence: Fence, slicer: Sli
   if (lock === 'live') return live;
   if (lock === 'gone') return skip;
   let outcome: Outcome;
+  let at = paths[0]!;
   try {
-    const bytes = await removeTree(path, fence, slicer);
+    let bytes = 0;
+    for (const p of paths) bytes += await removeTree((at = p), fence, slicer);
     // We hold the inode, which was at `lockPath` when we locked it; only a
     // holder deletes a lock file, so the name is still ours.
     unlinkSync(lockPath);
     outcome = { kind: 'removed', bytes };
   } catch (err) {
     // The lock file stays (unlocked): the entry is still stale, a later sweep retries.
-    outcome = { kind: 'error', path, error: asError(err) };
+    outcome = { kind: 'error', path: at, error: asError(err) };
   }
   return releasing(lock, outcome, lockPath);
 }
@@ -233,17 +288,17 @@ async function reclaimHidden(path: string): Promise<void> {
   }
 }
 
-/** The dry-run version of `#reclaim`: a probe that creates and deletes nothing. */
-async function wouldReclaim(lockPath: string, path: string, fence: Fence, slicer: Slicer): Promise<Outcome> {
+/** The dry-run version of `reclaim`: a probe that creates and deletes nothing. */
+async function wouldReclaim(lockPath: string, paths: readonly string[], fence: Fence, slicer: Slicer): Promise<Outcome> {
   const probe = await probeLock(lockPath, false);
   if (probe.state === 'held') return live;
   if (probe.state === 'unknown')
     return { kind: 'error', path: lockPath, error: probe.error ?? new Error(`cannot tell whether '${lockPath}' is held`) };
   // free, or missing: an orphan directory (a live one always has its lock).
-  if (probe.state === 'missing' && !lstatQuiet(path)) return skip;
+  if (probe.state === 'missing' && !paths.some((p) => lstatQuiet(p))) return skip;
   try {
-    return { kind: 'removed', bytes: await removeTree(path, fence, slicer, true) };
+    return { kind: 'removed', bytes: await removeAll(paths, fence, slicer, true) };
   } catch (err) {
-    return { kind: 'error', path, error: asError(err) };
+    return { kind: 'error', path: paths[0]!, error: asError(err) };
   }
 }

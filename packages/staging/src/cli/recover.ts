@@ -12,17 +12,21 @@ Reclaims every entry of the staging area at <root> whose lock is free (its
 writer died): deletes the staging directory, then the lock file. Live entries
 (held by any process, including classic POSIX fcntl holders such as podman)
 are never touched; symlinks are never followed; nothing outside <root> is
-deleted. Safe to run while other processes create and recover. A progress
-line is shown on a terminal. <root> must hold the .xstage-area marker that
-StagingArea.open leaves: a sweep deletes every unlocked entry, so a mistyped
-path is refused (66) unless --force.
+deleted. Both layouts are understood, per name: ours (lock-<id> + <id>/) and
+containers/storage's (lock-<id> + temp-dir-<id>/, podman and buildah); a
+name that fits neither, and a temp-dir-<id> without its lock file, is
+skipped and listed, never deleted. Safe to run while other processes create
+and recover. A progress line is shown on a terminal. <root> must hold the
+.xstage-area marker that StagingArea.open leaves: a sweep deletes every
+unlocked entry, so a mistyped path is refused (66) unless --force (a
+containers/storage root has no marker: use --force; the rules above hold).
 
 Options:
   --dry-run    report what would be reclaimed; delete nothing, create nothing
   --force      sweep <root> even without the .xstage-area marker
   --json       print one JSON document: {"root","dryRun","scanned","removed",
                "live","bytesFreed","elapsedMs","errors":[{"path","code",
-               "message"}...]}
+               "message"}...],"skipped":[{"path","reason"}...]}
   -h, --help   show this help
 
 Exit status: 0 when every entry was handled; 1 when some failed (listed);
@@ -74,7 +78,7 @@ export async function cmdRecover(args: string[]): Promise<number> {
   if (values.json) {
     const errors = report.errors.map(({ path, error }) => ({ path, code: errnoOf(error) ?? null, message: error.message }));
     out(
-      `${JSON.stringify({ root, dryRun, scanned: report.scanned, removed: report.removed, live: report.live, bytesFreed: report.bytesFreed, elapsedMs, errors })}\n`,
+      `${JSON.stringify({ root, dryRun, scanned: report.scanned, removed: report.removed, live: report.live, bytesFreed: report.bytesFreed, elapsedMs, errors, skipped: report.skipped })}\n`,
     );
   } else {
     out(
@@ -82,6 +86,7 @@ export async function cmdRecover(args: string[]): Promise<number> {
         `(${bytes(report.bytesFreed)}${dryRun ? '' : ' freed'}), ${report.live} live, ${report.errors.length} failed, ${elapsedMs} ms${dryRun ? ' (dry run: nothing changed)' : ''}\n`,
     );
     for (const { path, error } of report.errors) out(`  failed: ${path}: ${error.message}\n`);
+    for (const { path, reason } of report.skipped) out(`  skipped: ${path}: ${reason}\n`);
   }
   return report.errors.length > 0 ? 1 : 0;
 }

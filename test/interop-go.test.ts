@@ -1,0 +1,154 @@
+/**
+ * Interop with containers/storage's own Go lock code (issue 11): the helper
+ * test/fixtures/go/cshelper is built offline against Debian's
+ * golang-github-containers-storage-dev and drives pkg/lockfile
+ * (Lock/RLock/Unlock) and the internal/tempdir layout (lock-<id> +
+ * temp-dir-<id>). Both directions for exclusive and shared locks, a
+ * SIGKILLed Go holder, and recovery leaving live Go and xstage entries alone
+ * in a root shared by both layouts. Handshakes: stdout lines and
+ * /proc/locks (a blocked waiter), never a sleep.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { lock, readOwner, tryLock } from '@x/core';
+import { StagingArea } from '@x/staging';
+import { staleEntry, worker } from './helpers/area.js';
+import { reapAll } from './helpers/child.js';
+import { track, within } from './helpers/core-util.js';
+import { blockedWaiter, buildCsHelper, goChild } from './helpers/interop.js';
+import { tempDir, type TempDir } from './helpers/tmp.js';
+import { haveTools } from './helpers/tools.js';
+
+afterEach(reapAll);
+
+const go = haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile');
+let build: TempDir | undefined;
+let helper = '';
+beforeAll(async () => {
+  if (!go) return;
+  build = await tempDir();
+  helper = await buildCsHelper(build.path);
+});
+afterAll(() => build?.[Symbol.asyncDispose]());
+
+describe.skipIf(!go)("containers/storage's pkg/lockfile", () => {
+  test('a Go Lock() excludes our exclusive and shared locks, naming its pid; we get it after Unlock', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'storage.lock');
+    const { child, first } = await goChild(helper, 'hold', p, 'ex');
+    expect(first).toBe('acquired');
+    await expect(tryLock(p)).rejects.toMatchObject({ code: 'ELOCKED', owner: { pid: child.proc.pid } });
+    await expect(tryLock(p, { shared: true })).rejects.toMatchObject({ code: 'ELOCKED' });
+    await child.finish();
+    await (await tryLock(p)).release();
+  });
+
+  test('a Go RLock() shares with our shared lock and excludes our exclusive lock', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'storage.lock');
+    const { child, first } = await goChild(helper, 'hold', p, 'sh');
+    expect(first).toBe('acquired');
+    const ours = await tryLock(p, { shared: true });
+    await expect(tryLock(p)).rejects.toMatchObject({ code: 'ELOCKED' });
+    await ours.release();
+    await expect(tryLock(p)).rejects.toMatchObject({ code: 'ELOCKED', owner: { pid: child.proc.pid } });
+    await child.finish();
+  });
+
+  test('our exclusive lock excludes Go (try and a waiting Lock); Go gets it when we release', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'storage.lock');
+    const held = await tryLock(p);
+    for (const mode of ['ex', 'sh']) {
+      const { child, first } = await goChild(helper, 'try', p, mode);
+      expect(first, mode).toBe('busy');
+      await child.finish();
+    }
+    const { child, first } = await goChild(helper, 'wait', p, 'ex');
+    expect(first).toBe('waiting');
+    await blockedWaiter(p);
+    await held.release();
+    expect(await child.line()).toBe('acquired');
+    await child.finish();
+  });
+
+  test('our shared lock lets Go readers in and keeps Go writers out', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'storage.lock');
+    writeFileSync(p, '');
+    await using _held = await tryLock(p, { shared: true });
+    const reader = await goChild(helper, 'try', p, 'sh');
+    expect(reader.first).toBe('acquired');
+    const writer = await goChild(helper, 'try', p, 'ex');
+    expect(writer.first).toBe('busy');
+  });
+
+  test('a SIGKILLed Go holder hands the lock to our waiting lock() at once', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'storage.lock');
+    const { child, first } = await goChild(helper, 'hold', p, 'ex');
+    expect(first).toBe('acquired');
+    const waiting = lock(p, { timeout: 20_000 });
+    const state = track(waiting);
+    await blockedWaiter(p);
+    expect(state.settled).toBe(false);
+    child.proc.kill('SIGKILL');
+    const held = await within(waiting, 20_000, 'lock() after the SIGKILL');
+    expect(await readOwner(p)).toMatchObject({ pid: process.pid, held: true });
+    await held.release();
+  });
+});
+
+describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdir layout", () => {
+  test('live entries of both layouts stay, stale ones of both go, a temp-dir without its lock and unknown names are skipped', async () => {
+    await using d = await tempDir();
+    const root = join(d.path, 'staging');
+    const area = await StagingArea.open(root);
+    // containers/storage: a live entry (held by Go) and a stale one (its Go writer SIGKILLed).
+    const liveGo = await goChild(helper, 'tempdir', root);
+    const liveId = liveGo.first.replace(/^acquired /, '');
+    const staleGo = await goChild(helper, 'tempdir', root);
+    const staleId = staleGo.first.replace(/^acquired /, '');
+    staleGo.child.proc.kill('SIGKILL');
+    await staleGo.child.reap();
+    // Ours: a live entry in another process, and a stale one.
+    const { child: ourWriter, entry: ourLive } = await worker(root, 'cleanup');
+    const ourStale = await staleEntry(root, 'SIGKILL');
+    // A temp-dir without its lock file (what containers/storage's publication gap can leave while its writer lives).
+    mkdirSync(join(root, 'temp-dir-4000000001'));
+    // Names of neither layout.
+    mkdirSync(join(root, 'Backups'));
+    writeFileSync(join(root, 'notes.txt'), 'keep me');
+
+    for (const dryRun of [true, false]) {
+      const report = await area.recover({ dryRun });
+      expect({ ...report, skipped: report.skipped.map((s) => s.path).sort() }, `dryRun ${dryRun}`).toEqual({
+        scanned: 4,
+        removed: 2,
+        live: 2,
+        bytesFreed: 'layer'.length + 16,
+        errors: [],
+        skipped: [join(root, 'Backups'), join(root, 'notes.txt'), join(root, 'temp-dir-4000000001')].sort(),
+      });
+    }
+    expect(existsSync(join(root, `temp-dir-${liveId}`, '0-layer'))).toBe(true);
+    expect(existsSync(join(root, `lock-${liveId}`))).toBe(true);
+    expect(existsSync(join(root, `temp-dir-${staleId}`))).toBe(false);
+    expect(existsSync(join(root, `lock-${staleId}`))).toBe(false);
+    expect(existsSync(ourLive.path)).toBe(true);
+    expect(existsSync(ourStale.path)).toBe(false);
+    for (const n of ['temp-dir-4000000001', 'Backups', 'notes.txt']) expect(existsSync(join(root, n)), n).toBe(true);
+
+    // The live entries are listed with their layouts, held.
+    const listed = new Map<string, { layout: string; state: string; pid: number | undefined }>();
+    for await (const e of area.list()) listed.set(e.id, { layout: e.layout, state: e.state, pid: e.owner?.pid });
+    expect(listed.get(liveId)).toEqual({ layout: 'containers-storage', state: 'held', pid: liveGo.child.proc.pid });
+    expect(listed.get(ourLive.id)).toEqual({ layout: 'xstage', state: 'held', pid: ourLive.pid });
+
+    // Both writers still clean up normally.
+    expect(await liveGo.child.finish()).toBe(0);
+    expect(await ourWriter.finish()).toBe(0);
+    expect(existsSync(join(root, `lock-${liveId}`))).toBe(false);
+  });
+});
