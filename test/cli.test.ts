@@ -69,8 +69,22 @@ function keys(o: object): string[] {
   return Object.keys(o).sort();
 }
 
-const LOCK_KEYS = ['kind', 'path', 'state', 'pid', 'hostname', 'backend', 'age', 'startedAt'].sort();
-const ENTRY_KEYS = ['id', 'path', 'lockPath', 'hasDir', 'state', 'pid', 'hostname', 'backend', 'age', 'startedAt'].sort();
+const LOCK_KEYS = ['kind', 'path', 'state', 'pid', 'hostname', 'backend', 'age', 'startedAt', 'shared', 'holders'].sort();
+const ENTRY_KEYS = [
+  'id',
+  'path',
+  'layout',
+  'lockPath',
+  'hasDir',
+  'state',
+  'pid',
+  'hostname',
+  'backend',
+  'age',
+  'startedAt',
+  'shared',
+  'holders',
+].sort();
 const ROOT_KEYS = ['kind', 'root', 'entries', 'held', 'stale', 'unknown'].sort();
 const RECOVER_KEYS = ['root', 'dryRun', 'scanned', 'removed', 'live', 'bytesFreed', 'elapsedMs', 'errors', 'skipped'].sort();
 
@@ -228,6 +242,8 @@ describe('status', () => {
       pid: child.proc.pid,
       hostname: hostname(),
       backend: 'kernel',
+      shared: false,
+      holders: [{ kind: 'ofd', shared: false }],
     });
     expect(h.age).toEqual(expect.any(Number));
     expect(h.age as number).toBeGreaterThanOrEqual(0);
@@ -260,6 +276,8 @@ describe('status', () => {
       backend: null,
       age: null,
       startedAt: null,
+      shared: null,
+      holders: null,
     });
     expect(existsSync(gone)).toBe(false);
   });
@@ -300,6 +318,7 @@ describe('status', () => {
     expect(byId.orphan).toEqual({
       id: 'orphan',
       path: join(root, 'orphan'),
+      layout: 'xstage',
       lockPath: join(root, 'lock-orphan'),
       hasDir: true,
       state: 'missing',
@@ -308,6 +327,8 @@ describe('status', () => {
       backend: null,
       age: null,
       startedAt: null,
+      shared: null,
+      holders: null,
     });
     // The text form lists the same entries.
     const text = await xstage('status', root);

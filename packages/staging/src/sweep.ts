@@ -290,7 +290,7 @@ async function reclaimHidden(path: string): Promise<void> {
 
 /** The dry-run version of `reclaim`: a probe that creates and deletes nothing. */
 async function wouldReclaim(lockPath: string, paths: readonly string[], fence: Fence, slicer: Slicer): Promise<Outcome> {
-  const probe = await probeLock(lockPath, false);
+  const probe = await probeLock(lockPath);
   if (probe.state === 'held') return live;
   if (probe.state === 'unknown')
     return { kind: 'error', path: lockPath, error: probe.error ?? new Error(`cannot tell whether '${lockPath}' is held`) };

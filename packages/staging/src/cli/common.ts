@@ -73,7 +73,20 @@ export function ownerFields(owner: LockOwner | null) {
     backend: owner?.backend ?? null,
     age: owner?.age ?? null,
     startedAt: owner?.startedAt ?? null,
+    shared: owner?.held ? (owner.shared ?? null) : null,
+    holders: owner?.held ? (owner.holders ?? null) : null,
   };
+}
+
+/**
+ * What the kernel says of a held lock's holders: `shared by posix pid 12,
+ * ofd (pid not given)`, or empty when unknown.
+ */
+export function holdersText(owner: LockOwner | null | undefined): string {
+  const hs = owner?.held ? owner.holders : undefined;
+  if (!hs || hs.length === 0) return '';
+  const list = hs.map((h) => `${h.kind} ${h.pid !== undefined ? `pid ${h.pid}` : '(pid not given)'}`).join(', ');
+  return `; ${owner?.shared ? 'shared' : 'exclusive'}: ${list}`;
 }
 
 /** A size for people: `512 B`, `1.5 MiB`. */

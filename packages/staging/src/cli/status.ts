@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { AREA_MARKER, StagingArea, type StagingEntry } from '../area.js';
 import { probeLock } from '../internal/probe.js';
 import { errnoOf } from '../internal/fsutil.js';
-import { EX_NOINPUT, err, holderText, out, ownerFields, parse, seconds, UsageError } from './common.js';
+import { EX_NOINPUT, err, holdersText, holderText, out, ownerFields, parse, seconds, UsageError } from './common.js';
 
 export const statusUsage = `Usage: xstage status [--json] <path|root>
 
@@ -17,19 +17,30 @@ created, no owner record is rewritten, and holders are not disturbed. A
 directory must be a staging area (it holds the .xstage-area marker that
 StagingArea.open leaves).
 
-States: held (a live holder), free (nobody holds it: for a staging entry,
-stale), missing (no lock file: for a staging entry, a stale directory),
-unknown (the probe failed). For a free lock, pid/host/age describe the last
-holder its owner record names.
+States: held (a live holder, exclusive or shared), free (nobody holds it:
+for a staging entry, stale), missing (no lock file: for a staging entry, a
+stale directory), unknown (the probe failed). For a free lock, pid/host/age
+describe the last holder its owner record names.
+
+Holders: every lock the kernel holds on the file (Linux /proc/locks), shared
+or exclusive: classic POSIX fcntl locks (podman, buildah, Python lockf) and
+flock(2) locks (flock(1), Python filelock, --flock) with their pid; our OFD
+locks without one (the kernel does not give it: F_GETLK callers such as Go
+see pid -1), named instead by the owner record we write into the file. A
+record is only shown as the holder while the kernel still sees it hold the
+lock.
 
 Options:
   --json       print one JSON document:
                  a lock file: {"kind":"lock","path","state","pid","hostname",
-                   "backend","age","startedAt"}
+                   "backend","age","startedAt","shared","holders"}
                  a root: {"kind":"root","root","entries":[{"id","path",
-                   "lockPath","hasDir","state","pid","hostname","backend",
-                   "age","startedAt"}...],"held","stale","unknown"}
-               (age in ms, startedAt in ms since the epoch; null when unknown)
+                   "layout","lockPath","hasDir","state","pid","hostname",
+                   "backend","age","startedAt","shared","holders"}...],
+                   "held","stale","unknown"}
+               (age in ms, startedAt in ms since the epoch; shared and
+               holders [{"kind","shared","pid"}] only for a held lock where
+               the kernel lists its locks; null when unknown)
   -h, --help   show this help
 
 Exit status: 0; 66 when the path cannot be read, its directory does not
@@ -84,8 +95,10 @@ export async function cmdStatus(args: string[]): Promise<number> {
   }
   const o = probe.owner;
   const backend = o?.backend ? ` (${o.backend} lock)` : '';
-  if (probe.state === 'held')
-    out(`${path}: held${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}\n`);
+  if (probe.state === 'held') {
+    const mode = o?.shared === true ? ' shared' : o?.shared === false ? ' exclusively' : '';
+    out(`${path}: held${mode}${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}${holdersText(o)}\n`);
+  }
   else if (probe.state === 'free') out(`${path}: free${o?.pid ? ` (last held${holderText(o)}, ${seconds(o.age)} ago)` : ''}\n`);
   else if (probe.state === 'missing') out(`${path}: missing (no lock file)\n`);
   else out(`${path}: unknown (${probe.error?.message ?? 'the probe failed'})\n`);
@@ -115,7 +128,7 @@ async function statusRoot(root: string, json: boolean): Promise<number> {
       for await (const e of area.list()) {
         count(e);
         out(
-          `${first ? '' : ','}${JSON.stringify({ id: e.id, path: e.path, lockPath: e.lockPath, hasDir: e.hasDir, state: e.state, ...ownerFields(e.owner) })}`,
+          `${first ? '' : ','}${JSON.stringify({ id: e.id, path: e.path, layout: e.layout, lockPath: e.lockPath, hasDir: e.hasDir, state: e.state, ...ownerFields(e.owner) })}`,
         );
         first = false;
       }

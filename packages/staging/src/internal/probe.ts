@@ -1,21 +1,19 @@
 /**
- * Asking whether a lock file is held, without creating a file at its path,
- * deleting anything, or rewriting its owner record: a *shared* kernel lock
- * taken with `create: false` (no record is written; shared probes do not
- * conflict with each other). A holder of an exclusive lock, in any process
- * including this one, or a classic POSIX `fcntl` holder (podman, Python
- * `lockf`) makes it ELOCKED; a file that vanished makes it ENOENT, and
- * nothing is created.
- *
- * The only disturbance: for the microseconds the shared lock is held, an
- * exclusive try-lock of the same file by someone else fails (and a waiter
- * waits that long). A holder is never affected.
+ * Asking whether a lock file is held, and by whom, without creating a file
+ * at its path, deleting anything, rewriting its owner record or taking any
+ * lock: `readOwner` asks the kernel (F_OFD_GETLK for every fcntl and OFD
+ * lock, shared or exclusive; /proc/locks on Linux for flock(2) locks and for
+ * the pids of classic POSIX and flock holders) and reads the owner record,
+ * which it believes only while the kernel still sees that holder. So a file
+ * held shared (our `shared: true`, a Go `RLock`, Python `lockf(LOCK_SH)`) is
+ * `held`, and a POSIX reader is named as the holder, not the past writer the
+ * record names.
  *
  * Lease lock files (`@x/core`'s portable backend) hold no kernel lock: their
  * state comes from the owner record (held unless the recorded process is
  * provably dead on this host, or the lease ran out without a refresh).
  */
-import { isLockError, readOwner, tryLock, type LockOwner } from '@x/core';
+import { readOwner, type LockOwner } from '@x/core';
 import { errnoOf, lstatQuiet } from './fsutil.js';
 
 /** A lock file's state: held by someone, free (reclaimable), gone, or not known. */
@@ -30,21 +28,11 @@ export interface Probe {
   error?: Error | undefined;
 }
 
-async function ownerOrNull(path: string): Promise<LockOwner | null> {
-  try {
-    return await readOwner(path);
-  } catch {
-    return null;
-  }
-}
-
 /**
  * Probes the lock file at `path` (see the module comment). Never rejects for
- * OS errors: they give `unknown`. With `withOwner: false` the owner record is
- * not read, and the file is taken for a kernel lock file (staging lock files
- * always are).
+ * OS errors: they give `unknown`.
  */
-export async function probeLock(path: string, withOwner = true): Promise<Probe> {
+export async function probeLock(path: string): Promise<Probe> {
   try {
     const st = lstatQuiet(path);
     if (!st) return { state: 'missing', owner: null };
@@ -55,20 +43,16 @@ export async function probeLock(path: string, withOwner = true): Promise<Probe> 
         error: Object.assign(new Error(`'${path}' is not a regular file`), { code: 'EINVAL', path }),
       };
     }
-    const owner = withOwner ? await ownerOrNull(path) : null;
+    const owner = await readOwner(path);
+    // null: nobody holds it and no record names anyone (or it just vanished).
+    if (owner === null) return lstatQuiet(path) ? { state: 'free', owner: null } : { state: 'missing', owner: null };
     // readOwner judges a lease file's holder (pid running here, heartbeat younger than the lease).
-    if (owner?.backend === 'lease') return { state: owner.held === false ? 'free' : 'held', owner };
-    let held;
-    try {
-      held = await tryLock(path, { backend: 'kernel', shared: true, create: false });
-    } catch (err) {
-      if (isLockError(err, 'ELOCKED')) return { state: 'held', owner: err.owner ?? owner };
-      if (errnoOf(err) === 'ENOENT') return { state: 'missing', owner: null };
-      throw err;
+    if (owner.held === undefined) {
+      return { state: 'unknown', owner, error: new Error(`cannot tell whether '${path}' is held (no kernel locks here)`) };
     }
-    await held.release();
-    return { state: 'free', owner };
+    return { state: owner.held ? 'held' : 'free', owner };
   } catch (err) {
-    return { state: 'unknown', owner: withOwner ? await ownerOrNull(path) : null, error: err as Error };
+    if (errnoOf(err) === 'ENOENT') return { state: 'missing', owner: null };
+    return { state: 'unknown', owner: null, error: err as Error };
   }
 }
