@@ -18,13 +18,29 @@ import {
 } from './common.js';
 import { errnoOf } from '../internal/fsutil.js';
 
-export const runUsage = `Usage: xstage run [--wait] [--timeout <seconds>] [--flock] <lockpath> -- <command> [args...]
+export const runUsage = `Usage: xstage run [--wait] [--timeout <seconds>] [--flock] [--close] <lockpath> -- <command> [args...]
 
 Holds an exclusive lock on <lockpath> while <command> runs, like flock(1).
 The lock file is created when missing (its directory must exist) and kept
-afterwards; it carries an owner record (pid, host) that \`xstage status\`
-shows. The lock is released when the command exits. SIGTERM and SIGHUP are
-forwarded to the command; SIGINT and SIGQUIT reach it from the terminal.
+afterwards; an empty lock file (or one of ours) gets an owner record (pid,
+host) that \`xstage status\` shows; another program's lock file is never
+written. SIGTERM and SIGHUP are forwarded to the command; SIGINT and
+SIGQUIT reach it from the terminal.
+
+The command inherits the locked descriptor as fd 3 (its number is in
+XSTAGE_LOCK_FD), so the lock lives as long as the command, even if xstage
+itself is killed (SIGKILL included); it is released when both xstage and
+the command (and any process the command passed fd 3 on to) are gone. The
+command may close fd 3 (\`exec 3>&-\`), e.g. before starting a daemon that
+must not keep the lock: then the lock lasts as long as xstage. With
+--close the command does not get the descriptor at all.
+
+Differences from flock(1): the lock is an OFD lock unless --flock (it
+excludes podman/buildah and Python lockf; flock(1) takes flock locks);
+without --wait or --timeout we do not wait (flock(1) waits unless -n);
+a busy lock or a timed-out wait exits 75 (flock(1): 1, or -E); the
+inherited descriptor is fd 3 (flock(1) passes the one it opened); only
+exclusive locks (flock(1) -s is shared).
 
 Options:
   --wait               wait while another process holds the lock
@@ -36,6 +52,9 @@ Options:
                        filelock hold (Linux keeps the two kinds apart: the
                        default excludes podman/buildah and Python lockf,
                        --flock excludes flock(1))
+  --close              do not pass the locked descriptor to the command
+                       (like flock -o): the lock then lasts only as long
+                       as xstage
   -h, --help           show this help
 
 Exit status:
@@ -75,6 +94,7 @@ export async function cmdRun(args: string[]): Promise<number> {
     wait: { type: 'boolean' },
     timeout: { type: 'string' },
     flock: { type: 'boolean' },
+    close: { type: 'boolean' },
   });
   if (values.help) return (out(runUsage), 0);
   if (positionals.length !== 1)
@@ -119,16 +139,30 @@ export async function cmdRun(args: string[]): Promise<number> {
   }
 
   try {
-    return await runChild(command);
+    return await runChild(command, values.close === true ? undefined : held.fd);
   } finally {
     await held.release();
   }
 }
 
-/** Runs the command with inherited stdio; resolves its exit status the shell way. */
-function runChild(command: string[]): Promise<number> {
+/** The child's descriptor number of the inherited lock (Node's spawn puts `stdio[3]` there). */
+const LOCK_FD = 3;
+
+/**
+ * Runs the command with inherited stdio and, when `lockFd` is given, the
+ * locked descriptor as its fd 3: an OFD or flock lock belongs to the open
+ * file description, so the child's copy keeps it held if we die. Resolves
+ * the command's exit status the shell way.
+ */
+function runChild(command: string[], lockFd: number | undefined): Promise<number> {
   return new Promise((resolveExit) => {
-    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit' });
+    const child =
+      lockFd === undefined
+        ? spawn(command[0]!, command.slice(1), { stdio: 'inherit' })
+        : spawn(command[0]!, command.slice(1), {
+            stdio: ['inherit', 'inherit', 'inherit', lockFd],
+            env: { ...process.env, XSTAGE_LOCK_FD: String(LOCK_FD) },
+          });
     const forward = (signal: NodeJS.Signals) => () => void child.kill(signal);
     const handlers: [NodeJS.Signals, () => void][] = [
       ['SIGTERM', forward('SIGTERM')],
