@@ -456,7 +456,14 @@ describe('recover', () => {
     py.child.proc.stdin!.end();
     expect(await py.child.line()).toBe('released');
     expect(await py.child.finish()).toBe(0);
-    expect(await area.recover()).toEqual({ scanned: 1, removed: 1, live: 0, bytesFreed: 'python writer'.length, errors: [], skipped: [] });
+    expect(await area.recover()).toEqual({
+      scanned: 1,
+      removed: 1,
+      live: 0,
+      bytesFreed: 'python writer'.length,
+      errors: [],
+      skipped: [],
+    });
     expect(entries(root)).toEqual([]);
   });
 

@@ -350,7 +350,7 @@ describe("nftban's installer lock", () => {
     },
   );
 
-  test('a holder whose record is unreadable is still named: the kernel gives a flock holder\'s pid', async () => {
+  test("a holder whose record is unreadable is still named: the kernel gives a flock holder's pid", async () => {
     await using d = await tempDir();
     const p = join(d.path, 'installer.lock');
     await using held = await acquireInstallerLock(p);
@@ -370,7 +370,11 @@ describe("nftban's installer lock", () => {
     expect((err as InstallerBusyError).pid).toBe(goInstaller.proc.pid);
     await goInstaller.finish();
     await using _held = await acquireInstallerLock(p);
-    const second = start('python3', ['-c', 'import fcntl,sys\nf=open(sys.argv[1],"a+")\ntry:\n  fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print("acquired")\nexcept OSError: print("busy")', p]);
+    const second = start('python3', [
+      '-c',
+      'import fcntl,sys\nf=open(sys.argv[1],"a+")\ntry:\n  fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print("acquired")\nexcept OSError: print("busy")',
+      p,
+    ]);
     expect(await second.line()).toBe('busy');
     await second.finish();
   });

@@ -31,12 +31,7 @@ function flockHolder(path: string, ...opts: string[]) {
 
 /** The shell idiom of operators' scripts: `exec 9>L; flock -n 9`. */
 function fdScript(path: string) {
-  return start('sh', [
-    '-c',
-    'exec 9>"$1"; if flock -n 9; then echo acquired; cat >/dev/null; else echo busy; fi',
-    'sh',
-    path,
-  ]);
+  return start('sh', ['-c', 'exec 9>"$1"; if flock -n 9; then echo acquired; cat >/dev/null; else echo busy; fi', 'sh', path]);
 }
 
 /** python3 fcntl.flock: `acquired`/`busy`, holds until stdin EOF. */

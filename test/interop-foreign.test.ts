@@ -93,18 +93,21 @@ describe("containers/storage's own lock code", () => {
   });
   afterAll(() => dir?.[Symbol.asyncDispose]());
 
-  test.skipIf(!go)("Go's Modified() sees no change after we lock and release its lock file (podman's last-writer token)", async () => {
-    await using d = await tempDir();
-    const p = join(d.path, 'storage.lock');
-    const { child, first } = await goChild(helper, 'touch', p);
-    expect(first).toBe('touched');
-    const token = readFileSync(p);
-    expect(token.length).toBe(64);
-    await (await tryLock(p)).release();
-    await (await tryLock(p, { removeOnRelease: true })).release();
-    expect(readFileSync(p).equals(token)).toBe(true);
-    child.proc.stdin!.write('check\n');
-    expect(await child.line()).toBe('modified false');
-    expect(await child.finish()).toBe(0);
-  });
+  test.skipIf(!go)(
+    "Go's Modified() sees no change after we lock and release its lock file (podman's last-writer token)",
+    async () => {
+      await using d = await tempDir();
+      const p = join(d.path, 'storage.lock');
+      const { child, first } = await goChild(helper, 'touch', p);
+      expect(first).toBe('touched');
+      const token = readFileSync(p);
+      expect(token.length).toBe(64);
+      await (await tryLock(p)).release();
+      await (await tryLock(p, { removeOnRelease: true })).release();
+      expect(readFileSync(p).equals(token)).toBe(true);
+      child.proc.stdin!.write('check\n');
+      expect(await child.line()).toBe('modified false');
+      expect(await child.finish()).toBe(0);
+    },
+  );
 });

@@ -55,7 +55,8 @@ async function pastWriter(path: string): Promise<number> {
 
 /** python3 fcntl.lockf(LOCK_SH): prints `acquired`, holds until stdin EOF. */
 function pyLockfShared(path: string) {
-  const code = "import fcntl,os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfcntl.lockf(fd,fcntl.LOCK_SH|fcntl.LOCK_NB)\nprint('acquired',flush=True)\nsys.stdin.read()";
+  const code =
+    "import fcntl,os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfcntl.lockf(fd,fcntl.LOCK_SH|fcntl.LOCK_NB)\nprint('acquired',flush=True)\nsys.stdin.read()";
   return start('python3', ['-c', code, path]);
 }
 

@@ -7,6 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -25,7 +26,16 @@ export async function buildCsHelper(dir: string): Promise<string> {
   const out = join(dir, 'cshelper');
   await run('go', ['build', '-o', out, '.'], {
     cwd: src,
-    env: { ...process.env, GO111MODULE: 'off', GOPATH: '/usr/share/gocode', GOFLAGS: '' },
+    env: {
+      ...process.env,
+      GO111MODULE: 'off',
+      GOPATH: '/usr/share/gocode',
+      GOFLAGS: '',
+      // Go needs a build cache; a CI user without HOME gets one in the temp dir.
+      ...(process.env.HOME || process.env.XDG_CACHE_HOME || process.env.GOCACHE
+        ? {}
+        : { GOCACHE: join(tmpdir(), 'xlock-go-build-cache') }),
+    },
   });
   return out;
 }

@@ -250,8 +250,7 @@ export function judgeKernelOwner(
   if (named) return { ...record, held: true, shared, holders };
   // A flock(2) lock keeps the pid of the process that took it, which may have
   // exited after handing its descriptor on (`exec 9>L; flock -n 9`): not named.
-  const first =
-    holders.find((h) => h.pid !== undefined && isProcessAlive(h.pid))?.pid ?? (getlkPid > 0 ? getlkPid : undefined);
+  const first = holders.find((h) => h.pid !== undefined && isProcessAlive(h.pid))?.pid ?? (getlkPid > 0 ? getlkPid : undefined);
   return { pid: first, held: true, shared, holders };
 }
 

@@ -97,9 +97,10 @@ export async function cmdStatus(args: string[]): Promise<number> {
   const backend = o?.backend ? ` (${o.backend} lock)` : '';
   if (probe.state === 'held') {
     const mode = o?.shared === true ? ' shared' : o?.shared === false ? ' exclusively' : '';
-    out(`${path}: held${mode}${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}${holdersText(o)}\n`);
-  }
-  else if (probe.state === 'free') out(`${path}: free${o?.pid ? ` (last held${holderText(o)}, ${seconds(o.age)} ago)` : ''}\n`);
+    out(
+      `${path}: held${mode}${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}${holdersText(o)}\n`,
+    );
+  } else if (probe.state === 'free') out(`${path}: free${o?.pid ? ` (last held${holderText(o)}, ${seconds(o.age)} ago)` : ''}\n`);
   else if (probe.state === 'missing') out(`${path}: missing (no lock file)\n`);
   else out(`${path}: unknown (${probe.error?.message ?? 'the probe failed'})\n`);
   return 0;
