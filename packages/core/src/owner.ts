@@ -287,11 +287,11 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
     throw err;
   }
   try {
-    const st = await handle.stat();
+    const st = await handle.stat({ bigint: true });
     if (!st.isFile()) return null;
     const buf = Buffer.alloc(4096);
     const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-    const owner = parseRecord(buf.toString('utf8', 0, bytesRead), st.mtimeMs);
+    const owner = parseRecord(buf.toString('utf8', 0, bytesRead), Number(st.mtimeMs));
     if (owner?.backend === 'lease') {
       const expired = owner.leaseMs !== undefined && owner.age !== undefined && owner.age > owner.leaseMs;
       const alive = owner.pid === undefined || isProcessAlive(owner.pid, owner.hostname);
@@ -301,8 +301,7 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
     // Ask the kernel who holds it; a classic POSIX holder (podman, python's
     // lockf) or a flock(2) holder writes no record of ours, but the kernel
     // names its pid.
-    const ids = await handle.stat({ bigint: true });
-    return judgeKernelOwner(owner, kernelHolders(ids.dev, ids.ino), addon.getlk(handle.fd, LockType.Exclusive));
+    return judgeKernelOwner(owner, kernelHolders(st.dev, st.ino), addon.getlk(handle.fd, LockType.Exclusive));
   } finally {
     await handle.close();
   }
