@@ -152,3 +152,22 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
     expect(existsSync(join(root, `lock-${liveId}`))).toBe(false);
   });
 });
+
+describe("recovery of containers/storage's layout (no Go needed)", () => {
+  test('stale lock-<id> + temp-dir-<id> entries are reclaimed whole, whatever order the root lists their names in', async () => {
+    await using d = await tempDir();
+    const root = join(d.path, 'staging');
+    const area = await StagingArea.open(root);
+    // Left by writers that died: free lock files (Go's os.CreateTemp names) and their directories.
+    const ids = Array.from({ length: 16 }, (_, i) => String(1_000_000 + i * 7919));
+    for (const id of ids) {
+      writeFileSync(join(root, `lock-${id}`), '');
+      mkdirSync(join(root, `temp-dir-${id}`));
+      writeFileSync(join(root, `temp-dir-${id}`, '0-layer'), 'layer');
+    }
+    // A directory listed after its lock file was reclaimed is gone, not "a temp-dir without its lock".
+    const report = await area.recover();
+    expect(report).toEqual({ scanned: 16, removed: 16, live: 0, bytesFreed: 16 * 5, errors: [], skipped: [] });
+    for (const id of ids) expect(existsSync(join(root, `temp-dir-${id}`))).toBe(false);
+  });
+});

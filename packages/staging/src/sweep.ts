@@ -183,6 +183,9 @@ async function sweepName(root: string, name: string, fence: Fence, dryRun: boole
   // without is checked again once its lock is held: it may have finished.)
   if (k.kind === 'dir' && lstatQuiet(lockPath)) return skip;
   if (k.kind === 'dir' && k.layout === 'containers-storage') {
+    // Gone: removed with its lock file's entry earlier in this sweep (the
+    // stream still returns names read before), or cleaned up by its writer.
+    if (!lstatQuiet(join(root, name))) return skip;
     // containers/storage creates lock-<id> unlocked and locks it afterwards:
     // a sweeper in between deletes it, and the writer then locks the
     // unlinked file and creates temp-dir-<id> (podman#29641). A missing lock
