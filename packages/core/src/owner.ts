@@ -73,8 +73,9 @@ export interface LockOwner {
   /** The owner process's start time in clock ticks since boot (Linux). */
   startTicks?: number | undefined;
   /**
-   * Whether the lock is held right now. Kernel lock files: what the kernel
-   * says (`false` means the record is a previous holder's). Lease files: an
+   * Whether the lock is held right now, shared or exclusively. Kernel lock
+   * files: what the kernel says (`false` means the record is a previous
+   * holder's). Lease files: an
    * estimate, `false` when the recorded process is not running on this host
    * or the last heartbeat (the file's mtime) is older than the lease; a
    * taker decides on stronger rules (see the lease backend).
@@ -263,9 +264,17 @@ export function judgeKernelOwner(
  * lock held by this process (open-file-description locks are not dropped by
  * closing another descriptor).
  *
+ * For a kernel lock file it asks the kernel who holds it (`F_OFD_GETLK`, and
+ * on Linux `/proc/locks`, which also sees `flock(2)` locks): `held` is true
+ * for shared holders too, `shared` and `holders` say how it is held, and a
+ * classic POSIX or flock holder (podman, Python, flock(1)) is named by its
+ * pid. The record is believed only while the kernel still shows its holder;
+ * otherwise it names a past holder and the kernel's pid is the owner. It
+ * takes no lock itself. See docs/interop.md ("Finding a holder").
+ *
  * @param path - the lock file
- * @returns the owner, or `null` when the file is missing or names no one. For
- * `held` says whether it is held right now (see {@link LockOwner.held}).
+ * @returns the owner, or `null` when the file is missing, or free and naming
+ * no one. `held` says whether it is held right now (see {@link LockOwner.held}).
  * @throws `TypeError` for a bad `path`; OS errors other than `ENOENT` (such as
  * `EACCES`, `ELOOP`) reject with their `code` and `path`.
  *
