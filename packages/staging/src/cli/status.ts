@@ -11,9 +11,9 @@ export const statusUsage = `Usage: xstage status [--json] <path|root>
 
 For a lock file: whether it is held, and by whom (pid, host, age, backend).
 For a directory (a staging area's root): every entry with its lock's state.
-Changes nothing: a lock is probed with a shared lock taken without creating
-the file (a lock file that vanishes is reported missing), so no file is
-created, no owner record is rewritten, and holders are not disturbed. A
+Changes nothing: the kernel is asked who holds each lock (F_GETLK and, on
+Linux, /proc/locks); no lock is taken, no file is created, no owner record
+is rewritten, and holders are not disturbed. A
 directory must be a staging area (it holds the .xstage-area marker that
 StagingArea.open leaves).
 
