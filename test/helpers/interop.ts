@@ -1,15 +1,12 @@
 /**
  * The other programs of the interop tests: containers/storage's own Go lock
  * code (test/fixtures/go/cshelper, built offline against Debian's
- * golang-github-containers-storage-dev), util-linux flock(1), python3; and
- * /proc/locks handshakes (a process is blocked waiting, or holds a lock),
- * never a sleep.
+ * golang-github-containers-storage-dev), and what /proc/locks says of a
+ * file (blockedWaiter, the handshake for "it waits", lives in proclocks.ts).
  */
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { start, type Child } from './child.js';
@@ -46,23 +43,4 @@ export async function goChild(helper: string, ...args: string[]): Promise<{ chil
   return { child, first: await child.line() };
 }
 
-/** The /proc/locks lines (held and blocked) on `path`'s inode. */
-export function procLocksOf(path: string): string[] {
-  const st = statSync(path);
-  return readFileSync('/proc/locks', 'utf8')
-    .split('\n')
-    .filter((l) => l.split(/\s+/).some((f) => f.endsWith(`:${st.ino}`)));
-}
-
-/**
- * Resolves once some process is blocked in the kernel waiting for a lock on
- * `path` (a `->` line for its inode in /proc/locks). Rejects after 20 s.
- */
-export async function blockedWaiter(path: string): Promise<void> {
-  const deadline = performance.now() + 20_000;
-  while (performance.now() < deadline) {
-    if (procLocksOf(path).some((l) => l.includes('->'))) return;
-    await delay(5);
-  }
-  throw new Error(`no process started waiting for ${path}`);
-}
+export { blockedWaiter } from './proclocks.js';
