@@ -153,6 +153,33 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
   });
 });
 
+describe.skipIf(!go)("containers/storage's own recovery (RecoverStaleDirs) in a root we share", () => {
+  test('leaves our live entry alone; takes the lock file of our stale one, whose directory our recover then reclaims', async () => {
+    await using d = await tempDir();
+    const root = join(d.path, 'staging');
+    const area = await StagingArea.open(root);
+    const { child: ourWriter, entry: ourLive } = await worker(root, 'cleanup');
+    const ourStale = await staleEntry(root, 'SIGKILL');
+    const staleGo = await goChild(helper, 'tempdir', root);
+    const staleId = staleGo.first.replace(/^acquired /, '');
+    staleGo.child.proc.kill('SIGKILL');
+    await staleGo.child.reap();
+
+    const rec = await goChild(helper, 'recover', root);
+    expect(rec.first).toBe('recovered 2'); // its own stale entry and our stale lock file
+    expect(existsSync(ourLive.lockPath)).toBe(true); // our OFD lock excluded its fcntl try
+    expect(existsSync(ourLive.path)).toBe(true);
+    expect(existsSync(join(root, `temp-dir-${staleId}`))).toBe(false);
+    expect(existsSync(ourStale.lockPath)).toBe(false);
+    expect(existsSync(ourStale.path)).toBe(true); // not a name of its layout
+
+    const report = await area.recover();
+    expect(report).toMatchObject({ scanned: 2, removed: 1, live: 1, errors: [], skipped: [] });
+    expect(existsSync(ourStale.path)).toBe(false);
+    expect(await ourWriter.finish()).toBe(0);
+  });
+});
+
 describe("recovery of containers/storage's layout (no Go needed)", () => {
   test('stale lock-<id> + temp-dir-<id> entries are reclaimed whole, whatever order the root lists their names in', async () => {
     await using d = await tempDir();
