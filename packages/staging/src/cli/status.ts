@@ -149,7 +149,14 @@ async function statusRoot(root: string, json: boolean): Promise<number> {
     }
     count(e);
     const o = e.owner;
-    const note = e.state === 'held' ? '' : e.state === 'unknown' ? `  (${e.error?.message ?? 'probe failed'})` : '  stale';
+    const note =
+      e.state === 'held'
+        ? ''
+        : e.state === 'unknown'
+          ? `  (${e.error?.message ?? 'probe failed'})`
+          : e.state === 'missing' && e.layout === 'containers-storage'
+            ? '  stale? (a temp-dir without its lock file: recover leaves it, see docs/interop.md)'
+            : '  stale';
     out(
       `  ${e.state.padEnd(8)} ${e.id.padEnd(14)} ${String(o?.pid ?? '-').padEnd(8)} ${(o?.hostname ?? '-').padEnd(12)} ` +
         `${(o?.backend ?? '-').padEnd(8)} ${(o?.age !== undefined ? seconds(o.age) : '-').padEnd(8)} ${e.hasDir ? 'yes' : 'no'}${note}\n`,
