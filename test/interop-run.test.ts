@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, test } from 'vitest';
-import { isProcessAlive, lock, tryLock } from '@x/core';
+import { isProcessAlive, lock, readOwner, tryLock } from '@x/core';
 import { reapAll, start } from './helpers/child.js';
 import { exited, within } from './helpers/core-util.js';
 import { tempDir } from './helpers/tmp.js';
@@ -62,6 +62,8 @@ describe('xstage run and a SIGKILL', () => {
       await exited(run.proc);
       expect(isProcessAlive(pid)).toBe(true);
       expect(await busyFor(p, backend)).toBe(true);
+      // The recorded xstage is dead: status finds the command through its descriptor.
+      expect(await readOwner(p)).toMatchObject({ held: true, pid, fdPids: [pid] });
       if (backend === 'kernel' && haveTools('python3')) {
         const py = spawnSync('python3', [fixturePy, p, 'try'], { encoding: 'utf8' });
         expect(py.stdout.trim()).toBe('busy'); // podman-style POSIX lockers are excluded too

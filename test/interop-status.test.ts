@@ -8,7 +8,8 @@
  * the CLI runs as a child too.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
@@ -121,5 +122,17 @@ test('an exclusive holder of ours: held exclusively, named by its record', async
   const { json, text } = status(p);
   expect(json).toMatchObject({ state: 'held', pid: child.proc.pid, shared: false });
   expect(text).toContain(`held exclusively by pid ${child.proc.pid}`);
+  await child.finish();
+});
+
+test("an OFD holder no record names (another program's lock file) is found through its descriptors", async () => {
+  await using d = await tempDir();
+  const p = join(d.path, 'storage.lock');
+  writeFileSync(p, randomBytes(64)); // podman's last-writer token: we write no record into it
+  const { child, first } = await holder('tryLock', p, { backend: 'kernel' });
+  expect(first).toMatch(/^acquired /);
+  const { json, text } = status(p);
+  expect(json).toMatchObject({ state: 'held', pid: child.proc.pid, shared: false });
+  expect(text).toContain(`held through pid ${child.proc.pid}`);
   await child.finish();
 });

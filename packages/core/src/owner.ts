@@ -22,7 +22,7 @@ import { open } from 'node:fs/promises';
 import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { addon, LockType } from './platform/native.js';
-import { kernelHolders } from './internal/proclocks.js';
+import { kernelHolders, fdHolderPids } from './internal/proclocks.js';
 
 /**
  * The first bytes of every owner record we write (version 1): a non-empty
@@ -94,6 +94,14 @@ export interface LockOwner {
    * exclusive holder). Undefined where the kernel cannot be asked.
    */
   holders?: LockHolder[] | undefined;
+  /**
+   * The processes whose descriptors hold an OFD or flock lock on the file,
+   * when neither a record nor the kernel named the holder and they had to be
+   * looked up (Linux: a scan of /proc/<pid>/fdinfo; processes of other users
+   * need privileges). A descriptor passed to a child (`xstage run`) is held
+   * by both.
+   */
+  fdPids?: number[] | undefined;
 }
 
 function readOr(read: () => string): string | undefined {
@@ -244,10 +252,12 @@ export function judgeKernelOwner(
   if (holders.length === 0 && getlkPid <= 0) return record ? { ...record, held: false } : null;
   const shared = holders.length > 0 ? holders.every((h) => h.shared) : undefined;
   const pid = record?.pid;
+  // The recorded process must be alive: a flock line keeps the pid of a
+  // taker that may have exited after passing its descriptor on.
   const named =
     pid !== undefined &&
-    (holders.some((h) => h.pid === pid) ||
-      (holders.some((h) => h.kind === 'ofd' && !h.shared) && isProcessAlive(pid, record?.hostname)));
+    (holders.some((h) => h.pid === pid) || holders.some((h) => h.kind === 'ofd' && !h.shared)) &&
+    isProcessAlive(pid, record?.hostname);
   if (named) return { ...record, held: true, shared, holders };
   // A flock(2) lock keeps the pid of the process that took it, which may have
   // exited after handing its descriptor on (`exec 9>L; flock -n 9`): not named.
@@ -310,7 +320,16 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
     // Ask the kernel who holds it; a classic POSIX holder (podman, python's
     // lockf) or a flock(2) holder writes no record of ours, but the kernel
     // names its pid.
-    return judgeKernelOwner(owner, kernelHolders(st.dev, st.ino), addon.getlk(handle.fd, LockType.Exclusive));
+    const judged = judgeKernelOwner(owner, kernelHolders(st.dev, st.ino), addon.getlk(handle.fd, LockType.Exclusive));
+    // A holder neither a record nor the kernel names (OFD: a foreign file
+    // gets no record, a shared lock writes none; OFD or flock: the process
+    // that took it died after passing its descriptor on): find the processes
+    // whose descriptors hold it.
+    if (judged?.held && judged.pid === undefined && judged.holders?.some((h) => h.kind !== 'posix')) {
+      const pids = fdHolderPids(st.dev, st.ino);
+      if (pids.length > 0) return { ...judged, pid: pids[0], fdPids: pids };
+    }
+    return judged;
   } finally {
     await handle.close();
   }

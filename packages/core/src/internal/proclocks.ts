@@ -11,9 +11,12 @@
  * ```
  *
  * The pid is the process that took the lock; OFD locks belong to an open
- * file description, not a process, and show -1 on current kernels.
+ * file description, not a process, and show -1 on current kernels; a flock
+ * lock shows the pid that took it, which may have exited after passing the
+ * descriptor on. Which processes hold such a lock can still be found, at a
+ * price: every descriptor whose /proc/<pid>/fdinfo lists it (`fdHolderPids`).
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { LockHolder } from '../owner.js';
 
 const line = /^\d+:\s+(->\s+)?(POSIX|OFDLCK|FLOCK)\s+\S+\s+(READ|WRITE)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/;
@@ -84,4 +87,51 @@ export function kernelHolders(dev: bigint, ino: bigint): LockHolder[] | undefine
     });
   }
   return found;
+}
+
+/**
+ * The processes that have a descriptor of the file (`dev`, `ino`) holding an
+ * OFD or flock lock: a scan of every process's descriptors (one `stat` each,
+ * and the fdinfo of those on the file), for naming a holder the kernel gives
+ * no live pid for (`xstage status`); never on a lock's path. Processes we may not
+ * inspect (another user's, without privileges) are not seen. Empty where
+ * /proc cannot be read.
+ */
+export function fdHolderPids(dev: bigint, ino: bigint): number[] {
+  const [major, minor] = majorMinor(dev);
+  const lockLine = new RegExp(
+    `^lock:.*\\s(?:OFDLCK|FLOCK)\\s.*\\s0*${major.toString(16)}:0*${minor.toString(16)}:${ino}\\s`,
+    'm',
+  );
+  const pids: number[] = [];
+  let procs: string[];
+  try {
+    procs = readdirSync('/proc');
+  } catch {
+    return pids;
+  }
+  for (const p of procs) {
+    if (!/^\d+$/.test(p)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${p}/fd`);
+    } catch {
+      continue; // gone, or not ours to inspect
+    }
+    for (const fd of fds) {
+      let info = '';
+      try {
+        const st = statSync(`/proc/${p}/fd/${fd}`, { bigint: true, throwIfNoEntry: false });
+        if (!st || st.ino !== ino || st.dev !== dev) continue;
+        info = readFileSync(`/proc/${p}/fdinfo/${fd}`, 'latin1');
+      } catch {
+        continue; // closed meanwhile, or not ours to inspect
+      }
+      if (lockLine.test(info)) {
+        pids.push(Number(p));
+        break;
+      }
+    }
+  }
+  return pids;
 }

@@ -85,7 +85,8 @@ export function ownerFields(owner: LockOwner | null) {
 export function holdersText(owner: LockOwner | null | undefined): string {
   const hs = owner?.held ? owner.holders : undefined;
   if (!hs || hs.length === 0) return '';
-  const list = hs.map((h) => `${h.kind} ${h.pid !== undefined ? `pid ${h.pid}` : '(pid not given)'}`).join(', ');
+  const through = owner?.fdPids?.length ? `(held through pid ${owner.fdPids.join(', ')})` : '(pid not given)';
+  const list = hs.map((h) => `${h.kind} ${h.pid !== undefined ? `pid ${h.pid}` : through}`).join(', ');
   return `; ${owner?.shared ? 'shared' : 'exclusive'}: ${list}`;
 }
 
