@@ -8,8 +8,10 @@
  * in a root shared by both layouts. Handshakes: stdout lines and
  * /proc/locks (a blocked waiter), never a sleep.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { lock, readOwner, tryLock } from '@x/core';
 import { StagingArea } from '@x/staging';
@@ -21,6 +23,8 @@ import { tempDir, type TempDir } from './helpers/tmp.js';
 import { haveTools } from './helpers/tools.js';
 
 afterEach(reapAll);
+
+const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
 
 const go = haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile');
 let build: TempDir | undefined;
@@ -145,6 +149,18 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
     for await (const e of area.list()) listed.set(e.id, { layout: e.layout, state: e.state, pid: e.owner?.pid });
     expect(listed.get(liveId)).toEqual({ layout: 'containers-storage', state: 'held', pid: liveGo.child.proc.pid });
     expect(listed.get(ourLive.id)).toEqual({ layout: 'xstage', state: 'held', pid: ourLive.pid });
+
+    // xstage status --force lists a root without our marker (podman's), both layouts.
+    rmSync(join(root, '.xstage-area'));
+    expect(spawnSync(process.execPath, [BIN, 'status', root]).status).toBe(66);
+    const st = spawnSync(process.execPath, [BIN, 'status', '--force', '--json', root], { encoding: 'utf8' });
+    expect(st.status, st.stderr).toBe(0);
+    const doc = JSON.parse(st.stdout) as { entries: { id: string; layout: string; state: string; pid: number | null }[] };
+    expect(doc.entries.find((e) => e.id === liveId)).toMatchObject({
+      layout: 'containers-storage',
+      state: 'held',
+      pid: liveGo.child.proc.pid,
+    });
 
     // Both writers still clean up normally.
     expect(await liveGo.child.finish()).toBe(0);

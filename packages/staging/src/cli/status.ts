@@ -7,15 +7,15 @@ import { probeLock } from '../internal/probe.js';
 import { errnoOf } from '../internal/fsutil.js';
 import { EX_NOINPUT, err, holdersText, holderText, out, ownerFields, parse, seconds, UsageError } from './common.js';
 
-export const statusUsage = `Usage: xstage status [--json] <path|root>
+export const statusUsage = `Usage: xstage status [--json] [--force] <path|root>
 
 For a lock file: whether it is held, and by whom (pid, host, age, backend).
 For a directory (a staging area's root): every entry with its lock's state.
 Changes nothing: the kernel is asked who holds each lock (F_GETLK and, on
 Linux, /proc/locks); no lock is taken, no file is created, no owner record
-is rewritten, and holders are not disturbed. A
-directory must be a staging area (it holds the .xstage-area marker that
-StagingArea.open leaves).
+is rewritten, and holders are not disturbed. A directory must be a staging
+area (it holds the .xstage-area marker that StagingArea.open leaves) unless
+--force.
 
 States: held (a live holder, exclusive or shared), free (nobody holds it:
 for a staging entry, stale), missing (no lock file: for a staging entry, a
@@ -41,6 +41,8 @@ Options:
                (age in ms, startedAt in ms since the epoch; shared and
                holders [{"kind","shared","pid"}] only for a held lock where
                the kernel lists its locks; null when unknown)
+  --force      list a directory without the .xstage-area marker (a
+               containers/storage staging root: both layouts are listed)
   -h, --help   show this help
 
 Exit status: 0; 66 when the path cannot be read, its directory does not
@@ -50,7 +52,7 @@ nobody locks, or any file given as 'root/'); 64 usage error.
 `;
 
 export async function cmdStatus(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { json: { type: 'boolean' } });
+  const { values, positionals } = parse(args, { json: { type: 'boolean' }, force: { type: 'boolean' } });
   if (values.help) return (out(statusUsage), 0);
   if (positionals.length !== 1)
     throw new UsageError(positionals.length === 0 ? 'missing <path|root>' : `unexpected argument '${positionals[1]}'`);
@@ -65,7 +67,7 @@ export async function cmdStatus(args: string[]): Promise<number> {
       return EX_NOINPUT;
     }
   }
-  if (st?.isDirectory()) return isArea(path) ? statusRoot(path, values.json === true) : EX_NOINPUT;
+  if (st?.isDirectory()) return values.force === true || isArea(path) ? statusRoot(path, values.json === true) : EX_NOINPUT;
   if (st && /\/\.?$/.test(given)) {
     // `root/`: a staging root is expected, as `recover` expects one.
     err(`xstage: '${path}' is not a directory (a staging root was expected)\n`);
