@@ -105,7 +105,7 @@ describe.skipIf(!go)("containers/storage's pkg/lockfile", () => {
 });
 
 describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdir layout", () => {
-  test('live entries of both layouts stay, stale ones of both go, a temp-dir without its lock and unknown names are skipped', async () => {
+  test('live entries of both layouts stay (Go writers in each layout, and ours), stale ones of both go, a temp-dir without its lock and unknown names are skipped', async () => {
     await using d = await tempDir();
     const root = join(d.path, 'staging');
     const area = await StagingArea.open(root);
@@ -116,6 +116,9 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
     const staleId = staleGo.first.replace(/^acquired /, '');
     staleGo.child.proc.kill('SIGKILL');
     await staleGo.child.reap();
+    // A Go writer in our layout (lock-<id> + <id>/), live.
+    const goInOurs = await goChild(helper, 'tempdir', root, 'xstage');
+    const goInOursId = goInOurs.first.replace(/^acquired /, '');
     // Ours: a live entry in another process, and a stale one.
     const { child: ourWriter, entry: ourLive } = await worker(root, 'cleanup');
     const ourStale = await staleEntry(root, 'SIGKILL');
@@ -128,9 +131,9 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
     for (const dryRun of [true, false]) {
       const report = await area.recover({ dryRun });
       expect({ ...report, skipped: report.skipped.map((s) => s.path).sort() }, `dryRun ${dryRun}`).toEqual({
-        scanned: 4,
+        scanned: 5,
         removed: 2,
-        live: 2,
+        live: 3,
         bytesFreed: 'layer'.length + 16,
         errors: [],
         skipped: [join(root, 'Backups'), join(root, 'notes.txt'), join(root, 'temp-dir-4000000001')].sort(),
@@ -141,6 +144,7 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
     expect(existsSync(join(root, `temp-dir-${staleId}`))).toBe(false);
     expect(existsSync(join(root, `lock-${staleId}`))).toBe(false);
     expect(existsSync(ourLive.path)).toBe(true);
+    expect(existsSync(join(root, goInOursId, '0-layer'))).toBe(true);
     expect(existsSync(ourStale.path)).toBe(false);
     for (const n of ['temp-dir-4000000001', 'Backups', 'notes.txt']) expect(existsSync(join(root, n)), n).toBe(true);
 
@@ -164,6 +168,7 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
 
     // Both writers still clean up normally.
     expect(await liveGo.child.finish()).toBe(0);
+    expect(await goInOurs.child.finish()).toBe(0);
     expect(await ourWriter.finish()).toBe(0);
     expect(existsSync(join(root, `lock-${liveId}`))).toBe(false);
   });
