@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, test } from 'vitest';
 import { isLockError, lock, readOwner, tryLock } from '@x/core';
-import { reapAll, start } from './helpers/child.js';
+import { holder, reapAll, start } from './helpers/child.js';
 import { track, within } from './helpers/core-util.js';
 import { blockedWaiter } from './helpers/interop.js';
 import { tempDir } from './helpers/tmp.js';
@@ -162,5 +162,28 @@ describe.skipIf(!tools)("backend 'flock' and flock(1) / python fcntl.flock", () 
     writeFileSync(p, '');
     await using _held = await tryLock(p, { backend: 'kernel' });
     expect(flockN(p)).toBe(0);
+  });
+});
+
+describe("backend 'flock' and backend 'kernel' on one path", () => {
+  test('exclude each other both ways, across processes: two backends never make two holders', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'job.lock');
+    for (const [theirs, ours] of [
+      ['kernel', 'flock'],
+      ['flock', 'kernel'],
+    ] as const) {
+      const { child, first } = await holder('tryLock', p, { backend: theirs });
+      expect(first).toMatch(/^acquired /);
+      await expect(tryLock(p, { backend: ours }), `${theirs} held, ${ours} tried`).rejects.toMatchObject({
+        code: 'ELOCKED',
+        owner: { pid: child.proc.pid },
+      });
+      await expect(tryLock(p, { backend: ours, shared: true })).rejects.toMatchObject({ code: 'ELOCKED' });
+      const waiting = lock(p, { backend: ours, timeout: 20_000 });
+      await blockedWaiter(p);
+      await child.finish();
+      await (await within(waiting, 20_000, `${ours} lock() after the ${theirs} holder`)).release();
+    }
   });
 });

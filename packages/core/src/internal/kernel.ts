@@ -195,6 +195,17 @@ export async function acquireKernel(
         if (!wait) throw lockedError(path, ownerOf(fd, type));
         await nativeWait(fd, type, wait(), path);
       } else if (r < 0) throw osError(r, flock ? 'flock' : 'fcntl', path);
+      if (flock) {
+        // The same mode as an OFD lock on the same descriptor: a process that
+        // chose 'kernel' for this path is excluded too (two backends never
+        // make two holders). flock(1) and Python see only the flock lock.
+        const ofd = (type & ~LockType.Flock) as LockType;
+        const r2 = a.setlk(fd, ofd);
+        if (r2 === E.EAGAIN) {
+          if (!wait) throw new LockError('ELOCKED', path, `'${path}' is locked by another holder`, { owner: ownerOf(fd, ofd) });
+          await nativeWait(fd, ofd, wait(), path);
+        } else if (r2 < 0) throw osError(r2, 'fcntl', path);
+      }
       // The owner record of `recordOf` (rendered now: it carries the time
       // we got the lock) is written by the same native call, once verified.
       const rec = recordOf === undefined ? undefined : kernelRecord(recordOf, flock ? 'flock' : 'kernel');

@@ -11,10 +11,12 @@ export interface LockOptions {
    * `'flock'` takes BSD `flock(2)` locks through the same addon, with the same
    * API, error codes and owner records as `'kernel'`: it is for joining locks
    * that `flock(1)` scripts, nftban's installer and Python `filelock` hold.
-   * Linux keeps flock locks apart from `fcntl`/OFD locks, so a `'flock'`
-   * holder and a `'kernel'` holder (or podman) do not exclude each other:
-   * every program sharing a lock file must use the same kind. Never chosen
-   * by `'auto'`. See docs/interop.md.
+   * Linux keeps flock locks apart from `fcntl`/OFD locks, so `flock(1)`
+   * and podman never exclude each other; a `'flock'` lock therefore also
+   * takes an OFD lock of the same mode on the same descriptor, so that two
+   * of our processes that chose `'kernel'` and `'flock'` for one path still
+   * exclude each other (and a `'flock'` holder excludes podman and Python
+   * `lockf` too). Never chosen by `'auto'`. See docs/interop.md.
    * @defaultValue `'auto'`
    */
   backend?: 'auto' | 'kernel' | 'flock' | 'lease' | undefined;
