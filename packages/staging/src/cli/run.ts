@@ -35,23 +35,25 @@ command may close fd 3 (\`exec 3>&-\`), e.g. before starting a daemon that
 must not keep the lock: then the lock lasts as long as xstage. With
 --close the command does not get the descriptor at all.
 
-Differences from flock(1): the lock is an OFD lock unless --flock (it
-excludes podman/buildah and Python lockf; flock(1) takes flock locks);
-without --wait or --timeout we do not wait (flock(1) waits unless -n);
-a busy lock or a timed-out wait exits 75 (flock(1): 1, or -E); the
-inherited descriptor is fd 3 (flock(1) passes the one it opened); only
-exclusive locks (flock(1) -s is shared).
+Differences from flock(1):
+  - the lock is an OFD (fcntl) lock, plus a flock lock with --flock: it
+    excludes podman/buildah and Python lockf; flock(1) takes only a flock
+    lock, which does not exclude them;
+  - without --wait or --timeout we do not wait (flock(1) waits unless -n);
+  - a busy lock or a timed-out wait exits 75 (flock(1): 1, or -E);
+  - the inherited descriptor is fd 3 (flock(1) passes the one it opened);
+  - exclusive locks only (flock(1) -s is shared).
 
 Options:
   --wait               wait while another process holds the lock
   --timeout <seconds>  wait at most this many SECONDS (decimals allowed,
                        e.g. 0.5; implies --wait; 0 means do not wait; the
                        @x/core API's \`timeout\` option is in milliseconds)
-  --flock              take a flock(2) lock instead of an fcntl (OFD) lock:
+  --flock              take a flock(2) lock too (besides the fcntl/OFD one):
                        to join locks that flock(1) scripts, nftban or Python
                        filelock hold (Linux keeps the two kinds apart: the
                        default excludes podman/buildah and Python lockf,
-                       --flock excludes flock(1))
+                       --flock excludes flock(1) as well)
   --close              do not pass the locked descriptor to the command
                        (like flock -o): the lock then lasts only as long
                        as xstage
