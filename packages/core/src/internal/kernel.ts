@@ -202,7 +202,7 @@ export async function acquireKernel(
         const ofd = (type & ~LockType.Flock) as LockType;
         const r2 = a.setlk(fd, ofd);
         if (r2 === E.EAGAIN) {
-          if (!wait) throw new LockError('ELOCKED', path, `'${path}' is locked by another holder`, { owner: ownerOf(fd, ofd) });
+          if (!wait) throw lockedError(path, ownerOf(fd, ofd));
           await nativeWait(fd, ofd, wait(), path);
         } else if (r2 < 0) throw osError(r2, 'fcntl', path);
       }
