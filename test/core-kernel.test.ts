@@ -393,6 +393,6 @@ test('the waiting thread does not keep a worker alive after its lock() settles',
   const w = lockWorker('wait', p, { ...kernel, timeout: 100 });
   expect(await within(w.next(), 10_000, 'worker lock()')).toBe('waiting');
   expect(await within(w.next(), 10_000, 'worker lock() timing out')).toBe('ETIMEDOUT');
-  await within(once(w.worker, 'exit'), 10_000, 'the worker to exit by itself');
+  await within(w.exited, 10_000, 'the worker to exit by itself');
   await held.release();
 });

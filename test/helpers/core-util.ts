@@ -123,10 +123,15 @@ export interface LockWorker {
   next(): Promise<string>;
   /** Asks a holding worker to release and resolves once it has exited. */
   release(): Promise<void>;
+  /** Resolves when the worker has exited (listened for from its start: an exit is never missed). */
+  exited: Promise<unknown>;
 }
 
 export function lockWorker(mode: 'try' | 'hold' | 'wait', path: string, options?: object): LockWorker {
   const worker = new Worker(fixture('core-worker.mjs'), { workerData: { mode, path, options } });
+  // Listened for now: a worker that answers and exits at once may be gone
+  // before a listener added after its answer (that test hung now and then).
+  const exited = once(worker, 'exit');
   const queue: string[] = [];
   const waiters: ((code: string) => void)[] = [];
   worker.on('message', (m: { code: string }) => {
@@ -149,8 +154,9 @@ export function lockWorker(mode: 'try' | 'hold' | 'wait', path: string, options?
     async release() {
       worker.postMessage('release');
       expect(await next()).toBe('released');
-      await once(worker, 'exit');
+      await exited;
     },
+    exited,
   };
 }
 
@@ -158,6 +164,6 @@ export function lockWorker(mode: 'try' | 'hold' | 'wait', path: string, options?
 export async function workerTry(path: string, options?: object): Promise<string> {
   const w = lockWorker('try', path, options);
   const code = await within(w.next(), 10_000, 'worker tryLock');
-  await once(w.worker, 'exit');
+  await within(w.exited, 10_000, 'worker exit');
   return code;
 }
