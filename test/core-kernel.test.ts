@@ -6,7 +6,6 @@
  * threadpool (SPEC 3.3 item 4).
  */
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
