@@ -9,8 +9,9 @@ import { selfIdentity, type LockOwner } from './owner.js';
  * - `ERELEASED`: the handle was used after it was released.
  * - `ENOTSUP`: the platform cannot give the backend or mode asked for.
  * - `ESRCH`: the `pid` option names a process that is not running.
+ * - `EUNAVAILABLE`: a lock service (etcd, in @x/etcd) cannot be reached or has no quorum.
  */
-export type LockErrorCode = 'ELOCKED' | 'ETIMEDOUT' | 'ECOMPROMISED' | 'ERELEASED' | 'ENOTSUP' | 'ESRCH';
+export type LockErrorCode = 'ELOCKED' | 'ETIMEDOUT' | 'ECOMPROMISED' | 'ERELEASED' | 'ENOTSUP' | 'ESRCH' | 'EUNAVAILABLE';
 
 const brand = Symbol.for('@x/core.LockError');
 

@@ -1,0 +1,2 @@
+export { EtcdLock, EtcdLocks, type EtcdHolder } from './locks.js';
+export { type EtcdLockOptions, type EtcdLocksOptions } from './options.js';

@@ -1,0 +1,486 @@
+/**
+ * Locks on etcd: the standard recipe (each contender puts a key under the
+ * name's prefix, bound to its session lease; the key with the lowest create
+ * revision holds the lock; the others wait, in create-revision order, for
+ * every older key to go) driven by one watch per waiter, never polling.
+ * The fencing token is the key's create revision. See docs/etcd-protocol.md.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { hostname } from 'node:os';
+import { LockError, type LockOwner } from '@x/core';
+import { createdAt, deleteOp, Gateway, putOp, rangeOp, type KeyValue } from './gateway.js';
+import {
+  checkConnect,
+  checkLock,
+  checkName,
+  show,
+  type CheckedConnect,
+  type CheckedLock,
+  type EtcdLockOptions,
+  type EtcdLocksOptions,
+} from './options.js';
+import { Lease, type Member } from './session.js';
+
+const token = Symbol('EtcdLock');
+
+/** What a key's value records: who created it and when. */
+interface Record {
+  pid: number;
+  hostname: string;
+  since: number;
+}
+
+/** Parses a key's value into a {@link LockOwner} (`startedAt` = since). Tolerates junk. */
+export function ownerOf(kv: KeyValue | undefined): LockOwner | undefined {
+  if (!kv) return undefined;
+  try {
+    const r = JSON.parse(kv.value) as Partial<Record>;
+    const owner: LockOwner = {};
+    if (typeof r.pid === 'number') owner.pid = r.pid;
+    if (typeof r.hostname === 'string') owner.hostname = r.hostname;
+    if (typeof r.since === 'number') owner.startedAt = r.since;
+    owner.held = true;
+    return owner;
+  } catch {
+    return { held: true };
+  }
+}
+
+/**
+ * A lock held in etcd. Created by {@link EtcdLocks.tryLock},
+ * {@link EtcdLocks.lock} and {@link EtcdLocks.withLock}.
+ *
+ * @remarks Same shape as @x/core's `FileLock`: `signal` aborts when the lock
+ * is released (`ERELEASED`) or lost (`ECOMPROMISED`: the session lease
+ * expired or was revoked, or someone deleted the key), `release()` is
+ * idempotent, `await using` releases at scope end. `fencingToken` lets a
+ * store reject writes of a holder that lost the lock without knowing it.
+ *
+ * @example
+ * ```ts
+ * await using held = await locks.lock('layers', { timeout: 10_000 });
+ * await store.write(data, { fence: held.fencingToken, signal: held.signal });
+ * ```
+ */
+export class EtcdLock implements Member {
+  /** The lock's name. */
+  readonly name: string;
+  /** The etcd key this holder created (`<prefix><name>/<lease>-<n>`). */
+  readonly key: string;
+  /**
+   * The key's create revision: strictly greater for every later holder of
+   * any lock of the cluster, so a store that remembers the largest token it
+   * has seen can refuse a write carrying a smaller one.
+   */
+  readonly fencingToken: bigint;
+  readonly #lease: Lease;
+  readonly #gw: Gateway;
+  readonly #controller = new AbortController();
+  readonly #onCompromised: ((error: LockError) => void) | undefined;
+  #state: 'held' | 'lost' | 'released' = 'held';
+  #releasing: Promise<void> | undefined;
+
+  /** @internal Use the methods of {@link EtcdLocks}. */
+  constructor(key: typeof token, name: string, etcdKey: string, revision: bigint, lease: Lease, gw: Gateway, o: CheckedLock) {
+    if (key !== token) throw new TypeError('EtcdLock is created by EtcdLocks.tryLock(), lock() or withLock()');
+    this.name = name;
+    this.key = etcdKey;
+    this.fencingToken = revision;
+    this.#lease = lease;
+    this.#gw = gw;
+    this.#onCompromised = o.onCompromised;
+  }
+
+  /** An AbortSignal that aborts when the lock is released (`ERELEASED`) or lost (`ECOMPROMISED`). */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Whether this handle still holds the lock (false once released or lost). */
+  get held(): boolean {
+    return this.#state === 'held';
+  }
+
+  /**
+   * Releases the lock: deletes our key, and only if it is still the key we
+   * created (same create revision, in one txn), so a late release never
+   * removes a successor's key. Idempotent.
+   * @throws `LockError` `EUNAVAILABLE` when etcd cannot be reached; the
+   * handle is released anyway and the key is deleted on a later keep-alive
+   * or goes with the lease.
+   */
+  release(): Promise<void> {
+    this.#releasing ??= this.#release();
+    return this.#releasing;
+  }
+
+  async #release(): Promise<void> {
+    const was = this.#state;
+    this.#state = 'released';
+    this.#lease.drop(this.key);
+    if (!this.#controller.signal.aborted) {
+      this.#controller.abort(new LockError('ERELEASED', this.key, `the lock '${this.name}' was released`));
+    }
+    try {
+      await this.#gw.txn([createdAt(this.key, this.fencingToken)], [deleteOp(this.key)], [], this.key);
+    } catch (err) {
+      // A lost lock's key is gone or going with its lease: nothing to report.
+      if (was === 'held') {
+        this.#lease.orphan(this.key);
+        throw err;
+      }
+    }
+  }
+
+  /** @internal The session reports a lost lease or a deleted key here; never throws. */
+  lost(error: LockError): void {
+    if (this.#state !== 'held') return;
+    this.#state = 'lost';
+    const mine = new LockError(error.code, this.key, `the lock '${this.name}': ${error.message}`, { cause: error });
+    this.#controller.abort(mine);
+    try {
+      this.#onCompromised?.(mine);
+    } catch (err) {
+      process.emitWarning(`onCompromised threw: ${String(err)}`, 'LockWarning');
+    }
+  }
+
+  /** Releases the lock; lets `await using held = await locks.lock(name)` work. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
+}
+
+/** One name's state in etcd, as {@link EtcdLocks.list} reports it. */
+export interface EtcdHolder {
+  /** The lock's name. */
+  name: string;
+  /** The holder's key. */
+  key: string;
+  /** The holder (pid, hostname, `startedAt`). */
+  owner: LockOwner;
+  /** The holder's fencing token (its key's create revision). */
+  fencingToken: bigint;
+  /** How many contenders wait behind the holder. */
+  waiting: number;
+}
+
+/** Names held by the `withLock` calls the current async context runs inside. */
+const inside = new AsyncLocalStorage<ReadonlySet<string>>();
+
+/**
+ * A set of named locks in one etcd cluster under one key prefix, with one
+ * session lease for this process, kept alive in the background.
+ *
+ * @remarks Everything this process holds goes when the lease does: at
+ * {@link EtcdLocks.close}, or at most `ttl` seconds after the process dies
+ * or is cut off. Waiting is first come, first served across every process
+ * and host, and driven by etcd watches. Errors are @x/core's `LockError`
+ * (`ELOCKED`, `ETIMEDOUT`, `ECOMPROMISED`, `ERELEASED`, and `EUNAVAILABLE`
+ * when the cluster cannot be reached or has no quorum), with `path` set to
+ * the etcd key or prefix.
+ *
+ * @example
+ * ```ts
+ * const locks = await EtcdLocks.connect({ endpoints: 'http://10.0.0.1:2379,http://10.0.0.2:2379', ttl: 10 });
+ * try {
+ *   await locks.withLock('gc', async (held) => collectGarbage({ signal: held.signal }));
+ * } finally {
+ *   await locks.close();
+ * }
+ * ```
+ */
+export class EtcdLocks {
+  /** The key prefix of this set's locks (ends with `/`). */
+  readonly prefix: string;
+  /** The TTL asked for, in seconds. */
+  readonly ttl: number;
+  readonly #gw: Gateway;
+  #lease: Lease | undefined;
+  #granting: Promise<Lease> | undefined;
+  #closed = false;
+  #seq = 0;
+  readonly #waiters = new Set<Member>();
+
+  private constructor(o: CheckedConnect, gw: Gateway) {
+    this.prefix = o.prefix;
+    this.ttl = o.ttl;
+    this.#gw = gw;
+  }
+
+  /**
+   * Connects to a cluster and grants the session lease.
+   * @param options - see {@link EtcdLocksOptions}
+   * @throws `TypeError` for bad options; `LockError` `EUNAVAILABLE` when no endpoint answers.
+   */
+  static async connect(options: EtcdLocksOptions): Promise<EtcdLocks> {
+    const o = checkConnect(options);
+    const locks = new EtcdLocks(o, new Gateway(o.endpoints, o.requestTimeout));
+    await locks.#session();
+    return locks;
+  }
+
+  /** The live lease, granting one when there is none (first use, or the last one was lost). */
+  #session(): Promise<Lease> {
+    if (this.#closed) return Promise.reject(new LockError('ERELEASED', this.prefix, 'this EtcdLocks was closed'));
+    if (this.#lease && !this.#lease.lost) return Promise.resolve(this.#lease);
+    this.#granting ??= (async () => {
+      try {
+        const sentAt = performance.now();
+        const { id, ttl } = await this.#gw.grant(this.ttl, this.prefix);
+        const lease = new Lease(this.#gw, id, ttl, sentAt, this.prefix, (l) => {
+          if (this.#lease === l) this.#lease = undefined;
+          for (const w of [...this.#waiters]) w.lost(l.lost!);
+        });
+        if (this.#closed) {
+          await lease.revoke();
+          throw new LockError('ERELEASED', this.prefix, 'this EtcdLocks was closed');
+        }
+        this.#lease = lease;
+        return lease;
+      } finally {
+        this.#granting = undefined;
+      }
+    })();
+    return this.#granting;
+  }
+
+  #record(): string {
+    return JSON.stringify({ pid: process.pid, hostname: hostname(), since: Date.now() } satisfies Record);
+  }
+
+  /**
+   * Takes the lock `name` if nobody holds it or waits for it; never waits.
+   * One round trip; on `ELOCKED` nothing is left in etcd.
+   * @param name - 1 to 255 characters, no `/` or control characters
+   * @param options - `onCompromised`
+   * @throws `LockError` `ELOCKED` (with `owner`), `EUNAVAILABLE`; `TypeError` for bad arguments.
+   */
+  async tryLock(name: string, options?: EtcdLockOptions): Promise<EtcdLock> {
+    checkName(name);
+    const o = checkLock(options);
+    const base = `${this.prefix}${name}/`;
+    if (inside.getStore()?.has(name))
+      throw new LockError('ELOCKED', base, `'${name}' is already held by the enclosing withLock()`);
+    const lease = await this.#session();
+    const key = this.#key(base, lease);
+    let r;
+    try {
+      r = await this.#gw.txn([createdAt(base, 0n, true)], [putOp(key, this.#record(), lease.id)], [rangeOp(base, 1)], key);
+    } catch (err) {
+      lease.orphan(key); // the put may have been applied
+      throw err;
+    }
+    if (!r.succeeded) {
+      const holder = r.ranges[0]?.[0];
+      const owner = ownerOf(holder);
+      const who = owner?.pid ? ` (pid ${owner.pid} on ${owner.hostname})` : '';
+      throw new LockError('ELOCKED', base, `'${name}' is held${who}`, owner ? { owner } : {});
+    }
+    return this.#held(name, key, r.revision, lease, o);
+  }
+
+  #key(base: string, lease: Lease): string {
+    return `${base}${lease.id.toString(16)}-${(++this.#seq).toString(16)}`;
+  }
+
+  #held(name: string, key: string, revision: bigint, lease: Lease, o: CheckedLock): EtcdLock {
+    const handle = new EtcdLock(token, name, key, revision, lease, this.#gw, o);
+    lease.hold(handle, revision, this.prefix);
+    return handle;
+  }
+
+  /**
+   * Takes the lock `name`, waiting behind earlier contenders (first come,
+   * first served) until each of them has gone. The wait is driven by an
+   * etcd watch; `timeout`/`signal` bound it and remove our key on the way out.
+   * @param name - 1 to 255 characters, no `/` or control characters
+   * @param options - `timeout` (ms), `signal`, `onCompromised`
+   * @throws `LockError` `ETIMEDOUT`, `ECOMPROMISED` (the lease was lost while
+   * waiting), `EUNAVAILABLE`, `ELOCKED` (inside `withLock` of the same name);
+   * the signal's reason; `TypeError` for bad arguments.
+   */
+  async lock(name: string, options?: EtcdLockOptions): Promise<EtcdLock> {
+    checkName(name);
+    const o = checkLock(options);
+    const base = `${this.prefix}${name}/`;
+    if (inside.getStore()?.has(name))
+      throw new LockError('ELOCKED', base, `'${name}' is already held by the enclosing withLock()`);
+    o.signal?.throwIfAborted();
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(o.signal!.reason);
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    const timer =
+      o.timeout === Infinity
+        ? undefined
+        : setTimeout(
+            () => stop.abort(new LockError('ETIMEDOUT', base, `gave up waiting for '${name}' after ${o.timeout} ms`)),
+            o.timeout,
+          );
+    const waiter: Member = { key: base, lost: (err) => stop.abort(err) };
+    this.#waiters.add(waiter);
+    let lease: Lease | undefined;
+    let key: string | undefined;
+    let revision = 0n;
+    try {
+      lease = await abortable(this.#session(), stop.signal);
+      if (lease.lost) throw lease.lost;
+      key = this.#key(base, lease);
+      let r;
+      try {
+        r = await this.#gw.txn([], [putOp(key, this.#record(), lease.id), rangeOp(base)], [], key, stop.signal);
+      } catch (err) {
+        lease.orphan(key); // the put may have been applied
+        throw err;
+      }
+      revision = r.revision;
+      const older = new Set((r.ranges[1] ?? []).filter((kv) => kv.createRevision < revision).map((kv) => kv.key));
+      if (older.size > 0) await this.#waitFor(older, base, key, revision, stop.signal);
+      stop.signal.throwIfAborted();
+      return this.#held(name, key, revision, lease, o);
+    } catch (err) {
+      if (key && revision > 0n && lease && !lease.lost) {
+        // Leave the queue before rejecting: delete our key, only if it is
+        // still ours; if etcd does not answer, a later keep-alive retries.
+        await this.#gw.txn([createdAt(key, revision)], [deleteOp(key)], [], key).catch(() => lease!.orphan(key!));
+      }
+      throw err;
+    } finally {
+      this.#waiters.delete(waiter);
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Waits until every key of `older` is deleted, watching deletions under
+   * `base` from just after our own key's revision: an older key deleted
+   * before the watch starts is replayed, so nothing is missed. Resumes a
+   * broken stream from the last revision seen.
+   */
+  async #waitFor(older: Set<string>, base: string, key: string, revision: bigint, signal: AbortSignal): Promise<void> {
+    let next = revision + 1n;
+    const watching = new AbortController();
+    const onAbort = () => watching.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      while (older.size > 0) {
+        signal.throwIfAborted();
+        try {
+          for await (const m of this.#gw.watchDeletes(base, next, key, watching.signal)) {
+            if (m.canceled) {
+              // Compacted: recompute the older keys from what exists now.
+              const now = await this.#gw.range(base, key);
+              if (!now.kvs.some((kv) => kv.key === key)) throw ourKeyGone(key);
+              older.clear();
+              for (const kv of now.kvs) if (kv.createRevision < revision) older.add(kv.key);
+              next = now.revision + 1n;
+              break;
+            }
+            for (const d of m.deletes) {
+              if (d.key === key) throw ourKeyGone(key);
+              older.delete(d.key);
+              next = d.revision + 1n;
+            }
+            if (older.size === 0) return;
+          }
+        } catch (err) {
+          if (signal.aborted) throw signal.reason;
+          if ((err as LockError).code !== 'EUNAVAILABLE') throw err;
+          await abortable(new Promise((r) => setTimeout(r, 100)), signal); // the stream broke: resume on the next endpoint
+        }
+      }
+    } finally {
+      watching.abort();
+      signal.removeEventListener('abort', onAbort);
+    }
+    signal.throwIfAborted();
+  }
+
+  /**
+   * Runs `fn` while holding `name` (waiting like {@link EtcdLocks.lock}) and
+   * always releases it afterwards. Inside `fn`, locking the same name again
+   * rejects `ELOCKED` rather than deadlock.
+   * @param name - the lock's name
+   * @param fn - the critical section; receives the held lock
+   * @param options - see {@link EtcdLockOptions}
+   * @returns what `fn` returns
+   * @throws what {@link EtcdLocks.lock} throws, what `fn` throws, `TypeError` when `fn` is not a function.
+   */
+  async withLock<T>(name: string, fn: (held: EtcdLock) => T | PromiseLike<T>, options?: EtcdLockOptions): Promise<T> {
+    if (typeof fn !== 'function') throw new TypeError(`Expected \`fn\` to be a function, got ${show(fn)}`);
+    const held = await this.lock(name, options);
+    const names = new Set(inside.getStore());
+    names.add(name);
+    try {
+      return await inside.run(names, () => fn(held));
+    } finally {
+      await held.release();
+    }
+  }
+
+  /**
+   * Every lock of this set that is held, with its holder and how many wait.
+   * @param namePrefix - only names starting with this
+   * @throws `LockError` `EUNAVAILABLE`.
+   */
+  async list(namePrefix = ''): Promise<EtcdHolder[]> {
+    if (typeof namePrefix !== 'string' || namePrefix.includes('/')) {
+      throw new TypeError(`Expected \`namePrefix\` to be a string without "/", got ${show(namePrefix)}`);
+    }
+    const { kvs } = await this.#gw.range(this.prefix + namePrefix, this.prefix);
+    const byName = new Map<string, KeyValue[]>();
+    for (const kv of kvs) {
+      const rest = kv.key.slice(this.prefix.length);
+      const slash = rest.indexOf('/');
+      if (slash <= 0) continue;
+      const name = rest.slice(0, slash);
+      let list = byName.get(name);
+      if (!list) byName.set(name, (list = []));
+      list.push(kv);
+    }
+    return [...byName].map(([name, list]) => ({
+      name,
+      key: list[0]!.key,
+      owner: ownerOf(list[0])!,
+      fencingToken: list[0]!.createRevision,
+      waiting: list.length - 1,
+    }));
+  }
+
+  /**
+   * Revokes the session lease: every lock this process holds is released at
+   * once (their signals abort `ERELEASED`), waits reject. Idempotent.
+   * @throws `LockError` `EUNAVAILABLE` when etcd cannot be reached (the lease then expires after its TTL).
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const lease = this.#lease ?? (await this.#granting?.catch(() => undefined));
+    this.#lease = undefined;
+    for (const w of [...this.#waiters]) w.lost(new LockError('ERELEASED', this.prefix, 'this EtcdLocks was closed'));
+    await lease?.revoke();
+  }
+}
+
+function ourKeyGone(key: string): LockError {
+  return new LockError('ECOMPROMISED', key, `our waiting key ${key} was deleted (lease expired or someone deleted it)`);
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
