@@ -46,7 +46,6 @@ function fail(name: string, expected: string, value: unknown): never {
   throw new TypeError(`Expected \`${name}\` to be ${expected}, got ${show(value)}`);
 }
 
-// eslint-disable-next-line no-control-regex
 const control = /[\u0000-\u001f\u007f]/;
 const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
