@@ -1,0 +1,63 @@
+/**
+ * @x/etcd on a real three-member etcd cluster: one member killed, locking
+ * goes on; two killed (no quorum), new acquisitions fail EUNAVAILABLE and
+ * holders' signals abort ECOMPROMISED within the TTL; members restarted,
+ * locking resumes.
+ */
+import { afterEach, expect, test } from 'vitest';
+import { isLockError } from '@x/core';
+import { EtcdLocks, type EtcdLock } from '@x/etcd';
+import { reapAll } from './helpers/child.js';
+import { rejectionOf, within } from './helpers/core-util.js';
+import { startEtcd } from './helpers/etcd.js';
+import { haveTools } from './helpers/tools.js';
+
+afterEach(reapAll);
+
+/** Takes and releases `name`, retrying while a leader election is under way (EUNAVAILABLE), at most `tries` times. */
+async function cycle(locks: EtcdLocks, name: string, tries = 10): Promise<bigint> {
+  for (let i = 1; ; i++) {
+    try {
+      const held = await locks.lock(name, { timeout: 5000 });
+      await held.release();
+      return held.fencingToken;
+    } catch (err) {
+      if (!isLockError(err, 'EUNAVAILABLE') || i === tries) throw err;
+    }
+  }
+}
+
+test.runIf(haveTools('etcd'))('three members: survives one loss; without quorum fails EUNAVAILABLE and compromises holders within the TTL; resumes after restart', async () => {
+  await using etcd = await startEtcd(3);
+  const ttl = 2;
+  const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/cluster/', ttl, requestTimeout: 1000 });
+  try {
+    const t0 = await cycle(locks, 'a');
+
+    // One member down (the first endpoint, the one we were talking to).
+    await etcd.kill(0);
+    const t1 = await cycle(locks, 'a');
+    expect(t1).toBeGreaterThan(t0);
+    const held: EtcdLock = await locks.tryLock('h');
+
+    // Two down: no quorum.
+    const lost = new Promise((resolve) => held.signal.addEventListener('abort', resolve, { once: true }));
+    await etcd.kill(1);
+    const killedAt = performance.now();
+    const refused = await rejectionOf(locks.tryLock('b'));
+    expect(isLockError(refused, 'EUNAVAILABLE')).toBe(true);
+    // The holder's lease can no longer be kept alive: its signal aborts
+    // within the TTL (plus a margin for a loaded machine), never later.
+    await within(lost, ttl * 1000 + 1500, 'the holder abort');
+    expect(isLockError(held.signal.reason, 'ECOMPROMISED')).toBe(true);
+    expect(performance.now() - killedAt).toBeLessThan(ttl * 1000 + 1500);
+    await held.release(); // no throw: the lock was lost
+
+    // Quorum back: locking resumes on a fresh lease.
+    await Promise.all([etcd.restart(0), etcd.restart(1)]);
+    const t2 = await cycle(locks, 'a');
+    expect(t2).toBeGreaterThan(t1);
+  } finally {
+    await locks.close().catch(() => undefined);
+  }
+});
