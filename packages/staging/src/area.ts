@@ -9,12 +9,12 @@ import { type LockOwner } from '@x/core';
 import { constants as fsc } from 'node:fs';
 import { mkdir, open, opendir, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createAndLock } from './lockfile.js';
 import { Entry, type StagingDir } from './entry.js';
-import { checkObject, checkPath, checkSignal, errnoOf, lstatQuiet, makeDirs, osError, show } from './internal/fsutil.js';
-import { probeLock } from './internal/probe.js';
-import { AREA_MARKER, classify, dirName, LOCK_PREFIX, type Layout } from './naming.js';
-import { recoverArea, type RecoverOptions, type RecoverReport } from './sweep.js';
+import { checkObject, checkPath, checkSignal, errnoOf, makeDirs, osError, show } from './internal/fsutil.js';
+import { AREA_MARKER, type Layout } from './naming.js';
+import { localOwnership, type EntryOwnership } from './ownership.js';
+import { etcdOwnership, isLockService, type EntryLockService } from './ownership-etcd.js';
+import { type RecoverOptions, type RecoverReport } from './sweep.js';
 
 export { AREA_MARKER } from './naming.js';
 
@@ -27,6 +27,15 @@ export interface StagingAreaOptions {
   create?: boolean | undefined;
   /** Permission bits of a root we create (the umask applies). @defaultValue `0o700` */
   mode?: number | undefined;
+  /**
+   * Keep entry ownership in a lock service shared by several hosts instead
+   * of kernel-locked lock files: an `EtcdLocks` of @x/etcd, whose key prefix
+   * belongs to this area alone. An entry is then owned while its key exists
+   * under its owner's lease, so `recover()` on any host reclaims exactly the
+   * entries whose owner's lease is gone. Every process using the root must
+   * pass the same service. @defaultValue local lock files
+   */
+  locks?: EntryLockService | undefined;
 }
 
 /** Options of {@link StagingArea.list}. */
@@ -46,7 +55,7 @@ export interface StagingEntry {
   path: string;
   /** Who made it: xstage (`<id>/`) or containers/storage (`temp-dir-<id>/`, podman, buildah). */
   layout: Layout;
-  /** Its lock file, `<root>/lock-<id>`. */
+  /** Its lock file, `<root>/lock-<id>` (with `locks`: its etcd key, or the key prefix when free). */
   lockPath: string;
   /** Whether the staging directory exists. */
   hasDir: boolean;
@@ -109,9 +118,11 @@ async function writeMarker(root: string): Promise<void> {
 export class StagingArea {
   /** Absolute path of the root directory, symlinks resolved. */
   readonly root: string;
+  readonly #own: EntryOwnership;
 
-  private constructor(root: string) {
+  private constructor(root: string, own: EntryOwnership) {
     this.root = root;
+    this.#own = own;
   }
 
   /**
@@ -141,7 +152,11 @@ export class StagingArea {
    */
   static async open(root: string, options?: StagingAreaOptions): Promise<StagingArea> {
     const abs = resolve(checkPath(root, 'root'));
-    const o = checkObject(options, ['create', 'mode']);
+    const o = checkObject(options, ['create', 'mode', 'locks']);
+    if (o.locks !== undefined && !isLockService(o.locks)) {
+      throw new TypeError(`Expected \`locks\` to be an EtcdLocks (prefix, tryLock, list), got ${show(o.locks)}`);
+    }
+    const own = o.locks === undefined ? localOwnership : etcdOwnership(o.locks as EntryLockService);
     const create = o.create ?? true;
     const mode = o.mode ?? 0o700;
     if (typeof create !== 'boolean') throw new TypeError(`Expected \`create\` to be a boolean, got ${show(create)}`);
@@ -159,8 +174,7 @@ export class StagingArea {
     // The marker goes only into a root we created or that is still empty:
     // opening a mistyped, populated directory must not make it sweepable.
     if (create && (made || (await isEmpty(real)))) await writeMarker(real);
-    return new StagingArea(real);
-    return new StagingArea(abs);
+    return new StagingArea(real, own);
   }
 
   /**
@@ -188,8 +202,8 @@ export class StagingArea {
    */
   async create(): Promise<StagingDir> {
     for (let attempt = 0; ; attempt++) {
-      const lock = await createAndLock(this.root, LOCK_PREFIX);
-      const id = lock.name.slice(LOCK_PREFIX.length);
+      const lock = await this.#own.claim(this.root);
+      const id = lock.id;
       try {
         await mkdir(join(this.root, id), { mode: 0o700 });
         return new Entry(this.root, id, lock);
@@ -225,30 +239,7 @@ export class StagingArea {
   async *list(options?: ListOptions): AsyncGenerator<StagingEntry, void, undefined> {
     const signal = checkSignal(checkObject(options, ['signal']).signal);
     signal?.throwIfAborted();
-    const dir = await opendir(this.root, { bufferSize: 64 });
-    for await (const d of dir) {
-      signal?.throwIfAborted();
-      const k = classify(d.name);
-      if (k.kind !== 'lock' && k.kind !== 'dir') continue;
-      const lockPath = join(this.root, LOCK_PREFIX + k.id);
-      if (k.kind === 'dir') {
-        const path = join(this.root, dirName(k.id, k.layout));
-        if (!lstatQuiet(path)) continue;
-        if (lstatQuiet(lockPath)) continue; // listed by its lock file
-        yield { id: k.id, path, layout: k.layout, lockPath, hasDir: true, state: 'missing', owner: null };
-        continue;
-      }
-      const probe = await probeLock(lockPath);
-      if (probe.state === 'missing') continue;
-      // The directory of either layout; ours when there is none.
-      const cs = join(this.root, dirName(k.id, 'containers-storage'));
-      const layout: Layout = !lstatQuiet(join(this.root, k.id)) && lstatQuiet(cs) ? 'containers-storage' : 'xstage';
-      const path = join(this.root, dirName(k.id, layout));
-      const hasDir = lstatQuiet(path) !== undefined;
-      const entry: StagingEntry = { id: k.id, path, layout, lockPath, hasDir, state: probe.state, owner: probe.owner };
-      if (probe.error) entry.error = probe.error;
-      yield entry;
-    }
+    yield* this.#own.list(this.root, signal);
   }
 
   /**
@@ -281,6 +272,6 @@ export class StagingArea {
    * ```
    */
   async recover(options?: RecoverOptions): Promise<RecoverReport> {
-    return recoverArea(this.root, options);
+    return this.#own.recover(this.root, options);
   }
 }

@@ -6,7 +6,7 @@ import { LockError } from '@x/core';
 import { lstat, rename, stat } from 'node:fs/promises';
 import { moveInto } from './internal/move.js';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { StagingLockFile } from './lockfile.js';
+import type { Claim } from './ownership.js';
 import {
   checkObject,
   checkPath,
@@ -166,13 +166,13 @@ export class Entry implements StagingDir {
   readonly path: string;
   readonly lockPath: string;
   readonly #root: string;
-  #lock: StagingLockFile | null;
+  #lock: Claim | null;
   #counter = 0;
   #state: 'open' | 'busy' | 'dead' = 'open';
   #pending: Promise<void> = Promise.resolve();
   readonly #staging = new Set<Promise<unknown>>();
 
-  constructor(root: string, id: string, lock: StagingLockFile) {
+  constructor(root: string, id: string, lock: Claim) {
     this.#root = root;
     this.id = id;
     this.path = join(root, id);
