@@ -1,0 +1,95 @@
+/**
+ * A staging root shared by two simulated hosts (each process in its own uts
+ * and pid namespaces with its own hostname, so pids and hostnames are not
+ * comparable across them, as on two machines) with entry ownership in a
+ * real etcd: recovery on either host never deletes the other's live entry,
+ * lists owners of both hosts, and reclaims a SIGKILLed writer's entry once
+ * its lease has expired.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, expect, test } from 'vitest';
+import { EtcdLocks } from '@x/etcd';
+import { StagingArea } from '@x/staging';
+import { fixture, reapAll, start, type Child } from './helpers/child.js';
+import { startEtcd } from './helpers/etcd.js';
+import { haveTools } from './helpers/tools.js';
+import { tempDir } from './helpers/tmp.js';
+
+afterEach(reapAll);
+
+/** Runs test/fixtures/etcd-area.mjs as a process of host `host` (fresh uts+pid namespaces; killing it kills the host's process). */
+function onHost(host: string, args: object): Child {
+  return start('unshare', [
+    '--uts',
+    '--pid',
+    '--fork',
+    '--mount-proc',
+    '--kill-child',
+    'sh',
+    '-c',
+    'hostname "$0" && exec "$@"',
+    host,
+    process.execPath,
+    fixture('etcd-area.mjs'),
+    JSON.stringify(args),
+  ]);
+}
+
+async function recoverOn(host: string, args: object) {
+  const c = onHost(host, { ...args, mode: 'recover' });
+  const report = JSON.parse((await c.line()).replace(/^report /, '')) as { removed: number; live: number; errors: string[] };
+  const list = JSON.parse((await c.line()).replace(/^list /, '')) as { id: string; state: string; hostname: string | null }[];
+  expect(await c.finish()).toBe(0);
+  return { report, list };
+}
+
+const root = process.getuid?.() === 0;
+
+test.runIf(haveTools('etcd', 'unshare') && root)(
+  'two hosts share a staging root: recovery on either never deletes the other live entry, and reclaims a SIGKILLed writer once its lease is gone',
+  async () => {
+    await using etcd = await startEtcd(1);
+    await using dir = await tempDir();
+    const common = { endpoints: etcd.endpoints, prefix: '/area/', root: join(dir.path, 'staging'), ttl: 2 };
+    // The test's own view of etcd (not a host).
+    const observer = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/area/' });
+    try {
+      const a = onHost('host-a', { ...common, mode: 'writer' });
+      const [, idA, hostA] = (await a.line()).split(' ');
+      const b = onHost('host-b', { ...common, mode: 'writer' });
+      const [, idB, hostB] = (await b.line()).split(' ');
+      expect([hostA, hostB]).toEqual(['host-a', 'host-b']);
+
+      for (const host of ['host-a', 'host-b']) {
+        const { report, list } = await recoverOn(host, common);
+        expect(report).toMatchObject({ removed: 0, live: 2, errors: [] });
+        const seen = Object.fromEntries(list.map((e) => [e.id, [e.state, e.hostname]]));
+        expect(seen).toEqual({ [idA!]: ['held', 'host-a'], [idB!]: ['held', 'host-b'] });
+      }
+      expect(existsSync(join(common.root, idA!, 'data'))).toBe(true);
+      expect(existsSync(join(common.root, idB!, 'data'))).toBe(true);
+
+      // Host b's writer dies without a word; its entry is reclaimed once its
+      // lease has expired in etcd (waited for by looking at etcd, not a clock).
+      b.proc.kill('SIGKILL');
+      await b.reap();
+      while ((await observer.list()).some((h) => h.name === idB)) await new Promise((r) => setTimeout(r, 50));
+      const after = await recoverOn('host-a', common);
+      expect(after.report).toMatchObject({ removed: 1, live: 1, errors: [] });
+      expect(after.list).toEqual([{ id: idA, state: 'held', hostname: 'host-a', hasDir: true }]);
+      expect(existsSync(join(common.root, idB!))).toBe(false);
+      expect(existsSync(join(common.root, idA!, 'data'))).toBe(true);
+
+      expect(await a.finish()).toBe(0);
+      expect(existsSync(join(common.root, idA!))).toBe(false);
+      // The local default is untouched by all this: no lock files in the root.
+      const area = await StagingArea.open(common.root, { locks: observer });
+      const rest = [];
+      for await (const e of area.list()) rest.push(e);
+      expect(rest).toEqual([]);
+    } finally {
+      await observer.close();
+    }
+  },
+);
