@@ -4,8 +4,11 @@
  * or SIGSTOPped holder, waits bounded by timeout/signal leaving nothing in
  * etcd, a key deleted under its holder, bad input.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { isLockError } from '@x/core';
 import { EtcdLocks } from '@x/etcd';
@@ -32,6 +35,19 @@ const fresh = () => `/t${process.pid}-${++n}/`;
 
 function worker(args: object): Child {
   return start(process.execPath, [fixture('etcd-worker.mjs'), JSON.stringify(args)]);
+}
+
+const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
+
+/** Runs `xstage ...args` to the end; its exit code and output. */
+async function xstage(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  p.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const [code] = (await once(p, 'exit')) as [number | null];
+  return { code, stdout, stderr };
 }
 
 /** Polls `check` until it is true (a condition wait on etcd's state, not a sleep for time to pass). */
@@ -239,5 +255,33 @@ describe.runIf(run)('@x/etcd on one etcd member', () => {
       await locks.close();
     }
     expect(await keysUnder(prefix)).toEqual([]);
+  });
+
+  test('xstage run --etcd holds the lock while the command runs; status --etcd lists it; errors exit 75, 69, 64', async () => {
+    const e = etcd.endpoints.join(',');
+    const inner = `"${process.execPath}" "${BIN}"`;
+    // Inside the command: status sees the lock held by the xstage process, a second run is refused (75).
+    const r = await xstage(
+      'run',
+      '--etcd',
+      e,
+      'cli-job',
+      '--',
+      'sh',
+      '-c',
+      `${inner} status --etcd ${e} --json && ${inner} run --etcd ${e} cli-job -- true; echo "inner=$?"`,
+    );
+    expect(r.code).toBe(0);
+    const status = JSON.parse(r.stdout.split('\n')[0]!) as { locks: { name: string; pid: number; waiting: number }[] };
+    expect(status.locks).toMatchObject([{ name: 'cli-job', waiting: 0 }]);
+    expect(r.stdout).toContain('inner=75');
+    expect(r.stderr).toMatch(/'cli-job' is locked by pid \d+/);
+    // Afterwards nothing is held, and the command's status is passed through.
+    expect((await xstage('status', '--etcd', e, '--json')).stdout).toContain('"locks":[]');
+    expect((await xstage('run', '--etcd', e, 'cli-job', '--', 'sh', '-c', 'exit 7')).code).toBe(7);
+    expect((await xstage('run', '--etcd', `http://127.0.0.1:${await freePort()}`, 'x', '--', 'true')).code).toBe(69);
+    expect((await xstage('run', '--etcd', 'not-a-url', 'x', '--', 'true')).code).toBe(64);
+    expect((await xstage('run', '--etcd', e, 'a/b', '--', 'true')).code).toBe(64);
+    expect((await xstage('status', '--etcd', e, 'p1', 'p2')).code).toBe(64);
   });
 });

@@ -21,8 +21,12 @@ export const usage = `Usage: xstage <command> [options] [arguments]
 Commands:
   run [--wait] [--timeout <seconds>] <lockpath> -- <command...>
                  hold a lock while a command runs (like flock(1))
+  run --etcd <endpoints> [--wait] [--timeout <seconds>] <name> -- <command...>
+                 the same with the lock in etcd, across hosts
   status [--json] <path|root>
                  who holds a lock file, or every lock of a staging root
+  status --etcd <endpoints> [--json] [prefix]
+                 every lock held in etcd under a prefix
   recover [--dry-run] [--json] [--force] <root>
                  reclaim the entries of a staging root whose writers are gone
   demo [--workers <n>] [--artifacts <n>] [--keep]

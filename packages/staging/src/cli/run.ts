@@ -17,8 +17,10 @@ import {
   UsageError,
 } from './common.js';
 import { errnoOf } from '../internal/fsutil.js';
+import { runEtcd } from './etcd.js';
 
 export const runUsage = `Usage: xstage run [--wait] [--timeout <seconds>] [--flock] [--close] <lockpath> -- <command> [args...]
+       xstage run --etcd <endpoints> [--wait] [--timeout <seconds>] <name> -- <command> [args...]
 
 Holds an exclusive lock on <lockpath> while <command> runs, like flock(1).
 The lock file is created when missing (its directory must exist) and kept
@@ -57,6 +59,12 @@ Options:
   --close              do not pass the locked descriptor to the command
                        (like flock -o): the lock then lasts only as long
                        as xstage
+  --etcd <endpoints>   hold the lock <name> in etcd instead of a lock file
+                       (comma-separated client URLs; keys under /xlock/;
+                       needs @x/etcd). Waiting is first come, first served
+                       across hosts; the command gets SIGTERM if the lock is
+                       lost (etcd cut off past the lease TTL). Exit 69 when
+                       etcd cannot be reached.
   -h, --help           show this help
 
 Exit status:
@@ -75,7 +83,7 @@ export async function cmdRun(args: string[]): Promise<number> {
   // belongs to the command (`xstage run L git log -- file`).
   let i = 0;
   while (i < args.length && args[i] !== '--' && args[i]!.startsWith('-') && args[i] !== '-') {
-    if (args[i] === '--timeout') i++;
+    if (args[i] === '--timeout' || args[i] === '--etcd') i++;
     i++;
   }
   let head: string[];
@@ -97,6 +105,7 @@ export async function cmdRun(args: string[]): Promise<number> {
     timeout: { type: 'string' },
     flock: { type: 'boolean' },
     close: { type: 'boolean' },
+    etcd: { type: 'string' },
   });
   if (values.help) return (out(runUsage), 0);
   if (positionals.length !== 1)
@@ -116,6 +125,20 @@ export async function cmdRun(args: string[]): Promise<number> {
     if (!Number.isFinite(timeoutMs)) throw new UsageError(`--timeout is too large: '${values.timeout}'`);
   }
   const wait = values.wait === true || values.timeout !== undefined;
+  if (values.etcd !== undefined) {
+    if (values.flock === true || values.close === true)
+      throw new UsageError('--etcd takes no lock file: --flock and --close do not apply');
+    const r = {
+      endpoints: values.etcd,
+      name: positionals[0]!,
+      wait,
+      timeoutMs,
+      timeoutText: values.timeout,
+      command,
+      runChild: (cmd: string[], stop: AbortSignal) => runChild(cmd, undefined, stop),
+    };
+    return runEtcd(r);
+  }
   const path = resolve(positionals[0]!);
 
   let held: FileLock;
@@ -153,10 +176,10 @@ const LOCK_FD = 3;
 /**
  * Runs the command with inherited stdio and, when `lockFd` is given, the
  * locked descriptor as its fd 3: an OFD or flock lock belongs to the open
- * file description, so the child's copy keeps it held if we die. Resolves
- * the command's exit status the shell way.
+ * file description, so the child's copy keeps it held if we die. Aborting
+ * `stop` sends it SIGTERM. Resolves the command's exit status the shell way.
  */
-function runChild(command: string[], lockFd: number | undefined): Promise<number> {
+function runChild(command: string[], lockFd: number | undefined, stop?: AbortSignal): Promise<number> {
   return new Promise((resolveExit) => {
     const child =
       lockFd === undefined
@@ -166,6 +189,8 @@ function runChild(command: string[], lockFd: number | undefined): Promise<number
             env: { ...process.env, XSTAGE_LOCK_FD: String(LOCK_FD) },
           });
     const forward = (signal: NodeJS.Signals) => () => void child.kill(signal);
+    const onStop = forward('SIGTERM');
+    stop?.addEventListener('abort', onStop, { once: true });
     const handlers: [NodeJS.Signals, () => void][] = [
       ['SIGTERM', forward('SIGTERM')],
       ['SIGHUP', forward('SIGHUP')],
@@ -175,6 +200,7 @@ function runChild(command: string[], lockFd: number | undefined): Promise<number
     ];
     for (const [signal, handler] of handlers) process.on(signal, handler);
     const done = (status: number) => {
+      stop?.removeEventListener('abort', onStop);
       for (const [signal, handler] of handlers) process.off(signal, handler);
       resolveExit(status);
     };

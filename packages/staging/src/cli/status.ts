@@ -6,8 +6,10 @@ import { AREA_MARKER, StagingArea, type StagingEntry } from '../area.js';
 import { probeLock } from '../internal/probe.js';
 import { errnoOf } from '../internal/fsutil.js';
 import { EX_NOINPUT, err, holdersText, holderText, out, ownerFields, parse, seconds, UsageError } from './common.js';
+import { statusEtcd } from './etcd.js';
 
 export const statusUsage = `Usage: xstage status [--json] [--force] <path|root>
+       xstage status --etcd <endpoints> [--json] [prefix]
 
 For a lock file: whether it is held, and by whom (pid, host, age, backend).
 For a directory (a staging area's root): every entry with its lock's state.
@@ -43,6 +45,14 @@ Options:
                the kernel lists its locks; null when unknown)
   --force      list a directory without the .xstage-area marker (a
                containers/storage staging root: both layouts are listed)
+  --etcd <endpoints>
+               list the locks held in etcd under [prefix] (default /xlock/;
+               a staging area's EtcdLocks prefix shows its entries' owners
+               on every host): name, pid, host, held for, fencing token,
+               waiters. With --json: {"kind":"etcd","endpoints","prefix",
+               "locks":[{"name","key","pid","hostname","startedAt",
+               "fencingToken","waiting"}...]}. Exit 69 when etcd cannot be
+               reached.
   -h, --help   show this help
 
 Exit status: 0; 66 when the path cannot be read, its directory does not
@@ -52,8 +62,16 @@ nobody locks, or any file given as 'root/'); 64 usage error.
 `;
 
 export async function cmdStatus(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { json: { type: 'boolean' }, force: { type: 'boolean' } });
+  const { values, positionals } = parse(args, {
+    json: { type: 'boolean' },
+    force: { type: 'boolean' },
+    etcd: { type: 'string' },
+  });
   if (values.help) return (out(statusUsage), 0);
+  if (values.etcd !== undefined) {
+    if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
+    return statusEtcd(values.etcd, positionals[0], values.json === true);
+  }
   if (positionals.length !== 1)
     throw new UsageError(positionals.length === 0 ? 'missing <path|root>' : `unexpected argument '${positionals[1]}'`);
   const given = positionals[0]!;
