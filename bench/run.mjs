@@ -23,6 +23,7 @@ import * as takeover from './metrics/takeover.mjs';
 import * as waiters from './metrics/waiters.mjs';
 
 const metrics = [cycle, create, handoff, takeover, waiters, recover, contend];
+metrics.push(await import('./metrics/etcd.mjs')); // issue 14
 
 const SETTINGS = {
   quick: {
