@@ -358,43 +358,54 @@ export class EtcdLocks {
    * before the watch starts is replayed, so nothing is missed. Resumes a
    * broken stream from the last revision seen.
    */
-  async #waitFor(older: Set<string>, base: string, key: string, revision: bigint, signal: AbortSignal): Promise<void> {
-    let next = revision + 1n;
-    const watching = new AbortController();
-    const onAbort = () => watching.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      while (older.size > 0) {
-        signal.throwIfAborted();
-        try {
-          for await (const m of this.#gw.watchDeletes(base, next, key, watching.signal)) {
-            if (m.canceled) {
-              // Compacted: recompute the older keys from what exists now.
-              const now = await this.#gw.range(base, key);
-              if (!now.kvs.some((kv) => kv.key === key)) throw ourKeyGone(key);
-              older.clear();
-              for (const kv of now.kvs) if (kv.createRevision < revision) older.add(kv.key);
-              next = now.revision + 1n;
-              break;
+  #waitFor(older: Set<string>, base: string, key: string, revision: bigint, signal: AbortSignal): Promise<void> {
+    // Settles the moment the last older key goes; the stream is torn down
+    // afterwards, off the hand-off's path.
+    return new Promise<void>((resolve, reject) => {
+      const watching = new AbortController();
+      let settled = false;
+      const finish = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+        watching.abort();
+        if (err === undefined) resolve();
+        else reject(err as Error);
+      };
+      const onAbort = () => finish(signal.reason);
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      void (async () => {
+        let next = revision + 1n;
+        while (!settled) {
+          try {
+            for await (const m of this.#gw.watchDeletes(base, next, key, watching.signal)) {
+              if (m.canceled) {
+                // Compacted: recompute the older keys from what exists now.
+                const now = await this.#gw.range(base, key);
+                if (!now.kvs.some((kv) => kv.key === key)) return finish(ourKeyGone(key));
+                older.clear();
+                for (const kv of now.kvs) if (kv.createRevision < revision) older.add(kv.key);
+                next = now.revision + 1n;
+                if (older.size === 0) return finish();
+                break;
+              }
+              for (const d of m.deletes) {
+                if (d.key === key) return finish(ourKeyGone(key));
+                older.delete(d.key);
+                next = d.revision + 1n;
+              }
+              if (older.size === 0) return finish();
             }
-            for (const d of m.deletes) {
-              if (d.key === key) throw ourKeyGone(key);
-              older.delete(d.key);
-              next = d.revision + 1n;
-            }
-            if (older.size === 0) return;
+          } catch (err) {
+            if (settled) return;
+            if ((err as LockError).code !== 'EUNAVAILABLE') return finish(err);
+            // The stream broke: resume from `next` on the next endpoint.
+            await new Promise((r) => setTimeout(r, 100));
           }
-        } catch (err) {
-          if (signal.aborted) throw signal.reason;
-          if ((err as LockError).code !== 'EUNAVAILABLE') throw err;
-          await abortable(new Promise((r) => setTimeout(r, 100)), signal); // the stream broke: resume on the next endpoint
         }
-      }
-    } finally {
-      watching.abort();
-      signal.removeEventListener('abort', onAbort);
-    }
-    signal.throwIfAborted();
+      })();
+    });
   }
 
   /**
