@@ -88,6 +88,13 @@ test.runIf(haveTools('etcd', 'unshare') && root)(
       const rest = [];
       for await (const e of area.list()) rest.push(e);
       expect(rest).toEqual([]);
+      // Local ownership refuses this root (it would take every entry for
+      // garbage), and a populated local root refuses ownership in etcd.
+      await expect(StagingArea.open(common.root)).rejects.toMatchObject({ code: 'ENOTSUP' });
+      const local = await StagingArea.open(join(dir.path, 'local'));
+      const entry = await local.create();
+      await expect(StagingArea.open(local.root, { locks: observer })).rejects.toMatchObject({ code: 'ENOTSUP' });
+      await entry.cleanup();
     } finally {
       await observer.close();
     }

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { Entry, type StagingDir } from './entry.js';
 import { checkObject, checkPath, checkSignal, errnoOf, makeDirs, osError, show } from './internal/fsutil.js';
 import { AREA_MARKER, type Layout } from './naming.js';
-import { localOwnership, type EntryOwnership } from './ownership.js';
+import { localOwnership, SERVICE_MARKER, type EntryOwnership } from './ownership.js';
 import { etcdOwnership, isLockService, type EntryLockService } from './ownership-etcd.js';
 import { type RecoverOptions, type RecoverReport } from './sweep.js';
 
@@ -75,7 +75,8 @@ export interface StagingEntry {
 async function isEmpty(dir: string): Promise<boolean> {
   const d = await opendir(dir);
   try {
-    for (let e = await d.read(); e !== null; e = await d.read()) if (e.name !== AREA_MARKER) return false;
+    for (let e = await d.read(); e !== null; e = await d.read())
+      if (e.name !== AREA_MARKER && e.name !== SERVICE_MARKER) return false;
     return true;
   } finally {
     await d.close();
@@ -140,6 +141,8 @@ export class StagingArea {
    * @param options - `create`, `mode`
    * @returns the area
    * @throws `ENOENT` when the root is missing and `create` is false;
+   * `LockError` `ENOTSUP` when the root's entries are owned the other way
+   * (a root of `locks` opened without, or a populated local root with);
    * `ENOTDIR` when it is not a directory; other OS errors with `code` and
    * `path`; `TypeError` for bad arguments.
    *
@@ -173,7 +176,9 @@ export class StagingArea {
     const real = await realpath(abs);
     // The marker goes only into a root we created or that is still empty:
     // opening a mistyped, populated directory must not make it sweepable.
-    if (create && (made || (await isEmpty(real)))) await writeMarker(real);
+    const fresh = create && (made || (await isEmpty(real)));
+    if (fresh) await writeMarker(real);
+    await own.adopt(real, fresh);
     return new StagingArea(real, own);
   }
 

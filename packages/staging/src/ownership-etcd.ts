@@ -9,14 +9,15 @@
  * or a sweep and a creator drawing the same id, never collide. See
  * docs/staging-protocol.md ("Ownership").
  */
-import { isLockError, type LockOwner } from '@x/core';
+import { isLockError, LockError, type LockOwner } from '@x/core';
 import { randomBytes } from 'node:crypto';
-import { lstat, opendir } from 'node:fs/promises';
+import { constants as fsc, existsSync } from 'node:fs';
+import { lstat, open, opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StagingEntry } from './area.js';
 import { asError, checkObject, checkSignal, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
 import { classify } from './naming.js';
-import type { Claim, EntryOwnership } from './ownership.js';
+import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
 import type { RecoverReport } from './sweep.js';
 
 /**
@@ -58,6 +59,19 @@ async function* entryDirs(root: string, signal?: AbortSignal): AsyncGenerator<st
 /** Ownership kept in `locks` (see the file comment). */
 export function etcdOwnership(locks: EntryLockService): EntryOwnership {
   return {
+    async adopt(root, fresh) {
+      const marker = join(root, SERVICE_MARKER);
+      if (existsSync(marker)) return;
+      if (!fresh) {
+        throw new LockError(
+          'ENOTSUP',
+          root,
+          `'${root}' is a staging area with local lock files: it cannot be opened with { locks }`,
+        );
+      }
+      await (await open(marker, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)).close();
+    },
+
     async claim(): Promise<Claim> {
       for (;;) {
         const id = randomBytes(9).toString('base64url');

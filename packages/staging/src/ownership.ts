@@ -5,6 +5,8 @@
  * file) and locks in etcd shared by several hosts (`ownership-etcd.ts`).
  * See docs/staging-protocol.md ("Ownership").
  */
+import { LockError } from '@x/core';
+import { existsSync } from 'node:fs';
 import { opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createAndLock } from './lockfile.js';
@@ -24,8 +26,17 @@ export interface Claim {
   unlockAndDelete(): Promise<void>;
 }
 
+/**
+ * The marker of a root whose entries are owned through a lock service
+ * (etcd): local ownership refuses such a root, since it would take every
+ * entry, having no lock file, for garbage.
+ */
+export const SERVICE_MARKER = '.xstage-locks-service';
+
 /** How a staging area learns who owns its entries. */
 export interface EntryOwnership {
+  /** Checks at open() that `root` is owned this way; `fresh`: the root is new or empty (a marker may be left). */
+  adopt(root: string, fresh: boolean): Promise<void>;
   /** Claims a fresh entry id, owned by us; the area then makes its directory. */
   claim(root: string): Promise<Claim>;
   /** Every entry of `root` with its owner; changes nothing. */
@@ -36,6 +47,16 @@ export interface EntryOwnership {
 
 /** The default: an entry `<id>` is owned while `lock-<id>` is kernel-locked. */
 export const localOwnership: EntryOwnership = {
+  async adopt(root) {
+    if (existsSync(join(root, SERVICE_MARKER))) {
+      throw new LockError(
+        'ENOTSUP',
+        root,
+        `the entries of '${root}' are owned through a lock service (etcd): open it with { locks }`,
+      );
+    }
+  },
+
   async claim(root) {
     const lock = await createAndLock(root, LOCK_PREFIX);
     return { id: lock.name.slice(LOCK_PREFIX.length), path: lock.path, unlockAndDelete: () => lock.unlockAndDelete() };
