@@ -85,6 +85,8 @@ export const rangeOp = (prefix: string, limit = 0): Json => ({
     limit: String(limit),
   },
 });
+/** A read of exactly `key` in a txn (its kvs are empty when it does not exist). */
+export const getOp = (key: string): Json => ({ request_range: { key: b64(key), keys_only: true } });
 /** A delete of exactly `key` in a txn. */
 export const deleteOp = (key: string): Json => ({ request_delete_range: { key: b64(key) } });
 /** Compares `key`'s create revision (0: the key does not exist); with `range`, of every key starting with it. */

@@ -286,7 +286,7 @@ export class EtcdLocks {
 
   #held(name: string, key: string, revision: bigint, lease: Lease, o: CheckedLock): EtcdLock {
     const handle = new EtcdLock(token, name, key, revision, lease, this.#gw, o);
-    lease.hold(handle, revision, this.prefix);
+    lease.hold(handle);
     return handle;
   }
 

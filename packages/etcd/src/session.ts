@@ -3,12 +3,13 @@
  * use, kept alive every TTL/3, judged lost the moment it may have expired on
  * the server (no successful keep-alive sent within the TTL), or when etcd
  * says it is gone. Losing it compromises every lock held under it; the next
- * acquisition grants a fresh lease. Also watches for our held keys being
- * deleted by someone else, and retries deleting keys whose delete failed.
+ * acquisition grants a fresh lease. Each keep-alive also checks that our
+ * held keys still exist (someone may delete one), and retries deleting keys
+ * whose delete failed.
  * The protocol is described in docs/etcd-protocol.md.
  */
 import { LockError } from '@x/core';
-import { deleteOp, type Gateway } from './gateway.js';
+import { deleteOp, getOp, type Gateway } from './gateway.js';
 
 /** What the session tells a held lock or a waiter. */
 export interface Member {
@@ -18,7 +19,8 @@ export interface Member {
   lost(error: LockError): void;
 }
 
-const RECENT = 1024;
+/** Keys checked per txn (etcd's default limit of operations per txn is 128). */
+const BATCH = 128;
 
 /** A granted lease and everything that depends on it. */
 export class Lease {
@@ -30,11 +32,8 @@ export class Lease {
   readonly #path: string;
   readonly #members = new Map<string, Member>();
   readonly #orphans = new Set<string>();
-  /** Keys whose deletion the held-key watch saw recently (a delete can arrive before its key's handle registers). */
-  readonly #recent = new Set<string>();
   #keepTimer: NodeJS.Timeout | undefined;
   #expiry: NodeJS.Timeout | undefined;
-  #watch: AbortController | undefined;
   readonly #onLost: (lease: Lease) => void;
 
   constructor(gw: Gateway, id: bigint, ttl: number, grantedAt: number, path: string, onLost: (lease: Lease) => void) {
@@ -76,6 +75,7 @@ export class Lease {
     if (this.#lost) return;
     if (ttl <= 0) return this.lose(`etcd says lease ${this.id.toString(16)} has expired or was revoked`);
     this.#arm(sentAt);
+    void this.#checkHeld();
     for (const key of this.#orphans) {
       this.#gw.txn([], [deleteOp(key)], [], this.#path).then(
         () => this.#orphans.delete(key),
@@ -105,8 +105,6 @@ export class Lease {
   #stop(): void {
     clearInterval(this.#keepTimer);
     clearTimeout(this.#expiry);
-    this.#watch?.abort();
-    this.#watch = undefined;
     this.#orphans.clear();
   }
 
@@ -121,64 +119,38 @@ export class Lease {
     await this.#gw.revoke(this.id, this.#path);
   }
 
-  /**
-   * Registers a held key created at `revision`: told when the lease goes or
-   * someone deletes the key. Watches deletions under `prefix` while any key
-   * is held.
-   */
-  hold(member: Member, revision: bigint, prefix: string): void {
+  /** Registers a held key: told when the lease goes or someone deletes the key (seen at the next keep-alive). */
+  hold(member: Member): void {
     if (this.#lost) return member.lost(this.#lost);
-    if (this.#recent.has(member.key)) {
-      return member.lost(new LockError('ECOMPROMISED', this.#path, `the key ${member.key} was deleted by someone else`));
-    }
     this.#members.set(member.key, member);
-    if (!this.#watch) {
-      this.#watch = new AbortController();
-      void this.#watchHeld(prefix, revision + 1n, this.#watch.signal);
-    }
   }
 
-  /** Forgets a held key (released). Stops the watch when nothing is held. */
+  /** Forgets a held key (released). */
   drop(key: string): void {
     this.#members.delete(key);
-    if (this.#members.size === 0 && this.#watch) {
-      this.#watch.abort();
-      this.#watch = undefined;
-    }
   }
 
-  async #watchHeld(prefix: string, start: bigint, signal: AbortSignal): Promise<void> {
-    let next = start;
-    while (!signal.aborted) {
+  /** Whether each held key still exists; a missing one's holder is compromised. Never throws. */
+  async #checkHeld(): Promise<void> {
+    const held = [...this.#members.values()];
+    for (let i = 0; i < held.length; i += BATCH) {
+      const batch = held.slice(i, i + BATCH);
+      let r;
       try {
-        for await (const m of this.#gw.watchDeletes(prefix, next, this.#path, signal)) {
-          if (m.canceled) {
-            // Compacted past `next`: look at what exists now instead.
-            const { revision, kvs } = await this.#gw.range(prefix, this.#path);
-            const present = new Set(kvs.map((kv) => kv.key));
-            for (const key of this.#members.keys()) if (!present.has(key)) this.#deleted(key);
-            next = revision + 1n;
-            break;
-          }
-          for (const d of m.deletes) {
-            this.#deleted(d.key);
-            next = d.revision + 1n;
-          }
-        }
+        r = await this.#gw.txn(
+          [],
+          batch.map((m) => getOp(m.key)),
+          [],
+          this.#path,
+        );
       } catch {
-        // The stream broke (a member went away): resume from where we were
-        // on the next endpoint after a breath; lease expiry bounds all this.
-        await new Promise((r) => setTimeout(r, 100).unref());
+        return; // unreachable: the expiry timer decides
       }
+      batch.forEach((m, j) => {
+        if ((r.ranges[j]?.length ?? 0) > 0 || this.#members.get(m.key) !== m) return;
+        this.#members.delete(m.key);
+        m.lost(new LockError('ECOMPROMISED', m.key, `the key ${m.key} was deleted by someone else`));
+      });
     }
-  }
-
-  #deleted(key: string): void {
-    this.#recent.add(key);
-    if (this.#recent.size > RECENT) this.#recent.delete(this.#recent.values().next().value!);
-    const member = this.#members.get(key);
-    if (!member) return;
-    this.#members.delete(key);
-    member.lost(new LockError('ECOMPROMISED', this.#path, `the key ${key} was deleted by someone else`));
   }
 }
