@@ -27,37 +27,40 @@ async function cycle(locks: EtcdLocks, name: string, tries = 10): Promise<bigint
   }
 }
 
-test.runIf(haveTools('etcd'))('three members: survives one loss; without quorum fails EUNAVAILABLE and compromises holders within the TTL; resumes after restart', async () => {
-  await using etcd = await startEtcd(3);
-  const ttl = 2;
-  const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/cluster/', ttl, requestTimeout: 1000 });
-  try {
-    const t0 = await cycle(locks, 'a');
+test.runIf(haveTools('etcd'))(
+  'three members: survives one loss; without quorum fails EUNAVAILABLE and compromises holders within the TTL; resumes after restart',
+  async () => {
+    await using etcd = await startEtcd(3);
+    const ttl = 2;
+    const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/cluster/', ttl, requestTimeout: 1000 });
+    try {
+      const t0 = await cycle(locks, 'a');
 
-    // One member down (the first endpoint, the one we were talking to).
-    await etcd.kill(0);
-    const t1 = await cycle(locks, 'a');
-    expect(t1).toBeGreaterThan(t0);
-    const held: EtcdLock = await locks.tryLock('h');
+      // One member down (the first endpoint, the one we were talking to).
+      await etcd.kill(0);
+      const t1 = await cycle(locks, 'a');
+      expect(t1).toBeGreaterThan(t0);
+      const held: EtcdLock = await locks.tryLock('h');
 
-    // Two down: no quorum.
-    const lost = new Promise((resolve) => held.signal.addEventListener('abort', resolve, { once: true }));
-    await etcd.kill(1);
-    const killedAt = performance.now();
-    const refused = await rejectionOf(locks.tryLock('b'));
-    expect(isLockError(refused, 'EUNAVAILABLE')).toBe(true);
-    // The holder's lease can no longer be kept alive: its signal aborts
-    // within the TTL (plus a margin for a loaded machine), never later.
-    await within(lost, ttl * 1000 + 1500, 'the holder abort');
-    expect(isLockError(held.signal.reason, 'ECOMPROMISED')).toBe(true);
-    expect(performance.now() - killedAt).toBeLessThan(ttl * 1000 + 1500);
-    await held.release(); // no throw: the lock was lost
+      // Two down: no quorum.
+      const lost = new Promise((resolve) => held.signal.addEventListener('abort', resolve, { once: true }));
+      await etcd.kill(1);
+      const killedAt = performance.now();
+      const refused = await rejectionOf(locks.tryLock('b'));
+      expect(isLockError(refused, 'EUNAVAILABLE')).toBe(true);
+      // The holder's lease can no longer be kept alive: its signal aborts
+      // within the TTL (plus a margin for a loaded machine), never later.
+      await within(lost, ttl * 1000 + 1500, 'the holder abort');
+      expect(isLockError(held.signal.reason, 'ECOMPROMISED')).toBe(true);
+      expect(performance.now() - killedAt).toBeLessThan(ttl * 1000 + 1500);
+      await held.release(); // no throw: the lock was lost
 
-    // Quorum back: locking resumes on a fresh lease.
-    await Promise.all([etcd.restart(0), etcd.restart(1)]);
-    const t2 = await cycle(locks, 'a');
-    expect(t2).toBeGreaterThan(t1);
-  } finally {
-    await locks.close().catch(() => undefined);
-  }
-});
+      // Quorum back: locking resumes on a fresh lease.
+      await Promise.all([etcd.restart(0), etcd.restart(1)]);
+      const t2 = await cycle(locks, 'a');
+      expect(t2).toBeGreaterThan(t1);
+    } finally {
+      await locks.close().catch(() => undefined);
+    }
+  },
+);
