@@ -4,7 +4,7 @@
 //   hold         take the lock (it is free) -> "held"
 //   wait         -> "waiting <key-count-to-expect>", then lock() ->
 //                   "acq <hrtime ns>"
-//   release      note the time, release -> "rel <hrtime ns>"
+//   release      note the time, release -> "rel <hrtime ns> <release duration ns>"
 //   cycle <n>    n x (tryLock + release) uncontended -> "cycle <ms>,<ms>,..."
 //   lcycle <n>   n x (lock + release) uncontended -> "lcycle <ms>,..."
 import { createInterface } from 'node:readline';
@@ -41,7 +41,7 @@ const commands = {
     const h = held;
     held = undefined;
     await h.release();
-    out(`rel ${t}`);
+    out(`rel ${t} ${process.hrtime.bigint() - t}`);
   },
   async cycle(n) {
     out(`cycle ${await cycles(Number(n), (x) => locks.tryLock(x))}`);

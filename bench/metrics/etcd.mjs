@@ -157,18 +157,21 @@ export async function run(ctx) {
     await pair[0].expect('held');
     let holder = 0;
     const ours = [];
+    const releases = [];
     for (let i = 0; i < s.handoffs; i++) {
       const waiter = pair[1 - holder];
       waiter.send('wait');
       await waiter.expect('waiting');
       await until(async () => (await countKeys(client, '/bench/h/h/')) === 2);
-      await new Promise((r) => setTimeout(r, randInt(2, 6))); // the waiter's watch settles
+      await new Promise((r) => setTimeout(r, randInt(15, 25))); // the waiter's watch is set up
       pair[holder].send('release');
-      const [[rel], [acq]] = await Promise.all([pair[holder].expect('rel'), waiter.expect('acq')]);
+      const [[rel, relNs], [acq]] = await Promise.all([pair[holder].expect('rel'), waiter.expect('acq')]);
       ours.push(Number(BigInt(acq) - BigInt(rel)) / 1e6);
+      releases.push(Number(relNs) / 1e6);
       holder = 1 - holder;
     }
     rows.push({ name: 'ours hand-off (release() -> waiter holds)', role: 'ours', ...summarize(ours), cdf: cdf(ours) });
+    rows.push({ name: "  the holder's release() meanwhile (one delete txn)", role: 'info', ...summarize(releases) });
 
     // Two-process hand-off, etcdctl lock (its keys live under the name).
     const ctl = [];
