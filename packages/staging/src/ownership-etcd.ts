@@ -12,10 +12,10 @@
 import { isLockError, LockError, type LockOwner } from '@x/core';
 import { randomBytes } from 'node:crypto';
 import { constants as fsc, existsSync } from 'node:fs';
-import { lstat, open, opendir } from 'node:fs/promises';
+import { open, opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StagingEntry } from './area.js';
-import { asError, checkObject, checkSignal, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
+import { asError, checkObject, checkSignal, fenceOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
 import { classify } from './naming.js';
 import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
 import type { RecoverReport } from './sweep.js';
@@ -115,7 +115,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
       }
       const signal = checkSignal(o.signal);
       signal?.throwIfAborted();
-      const dev = (await lstat(root)).dev;
+      const fence = fenceOf(root);
       const held = dryRun ? new Set((await locks.list()).map((h) => h.name)) : undefined;
       const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [] };
       const slicer = new Slicer();
@@ -126,7 +126,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
           if (held) {
             if (held.has(id)) report.live++;
             else {
-              report.bytesFreed += await removeTree(path, dev, slicer, true);
+              report.bytesFreed += await removeTree(path, fence, slicer, true);
               report.removed++;
             }
           } else {
@@ -141,7 +141,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
               try {
                 // Gone meanwhile: its owner committed or cleaned up; not ours to count.
                 if (!lstatQuiet(path)) continue;
-                report.bytesFreed += await removeTree(path, dev, slicer);
+                report.bytesFreed += await removeTree(path, fence, slicer);
                 report.removed++;
               } finally {
                 await lock.release();
