@@ -52,8 +52,7 @@ test.runIf(haveTools('etcd'))(
       // within the TTL (plus a margin for a loaded machine), never later.
       await within(lost, ttl * 1000 + 1500, 'the holder abort');
       expect(isLockError(held.signal.reason, 'ECOMPROMISED')).toBe(true);
-      expect(performance.now() - killedAt).toBeLessThan(ttl * 1000 + 1500);
-      await held.release(); // no throw: the lock was lost
+        await held.release(); // no throw: the lock was lost
 
       // Quorum back: locking resumes on a fresh lease.
       await Promise.all([etcd.restart(0), etcd.restart(1)]);
