@@ -23,6 +23,9 @@ import { Lease, type Member } from './session.js';
 
 const token = Symbol('EtcdLock');
 
+/** How long a failed `lock()` waits for its key's delete before rejecting anyway (ms). */
+const LEAVE_MS = 1000;
+
 /** What a key's value records: who created it and when. */
 interface Record {
   pid: number;
@@ -293,7 +296,9 @@ export class EtcdLocks {
   /**
    * Takes the lock `name`, waiting behind earlier contenders (first come,
    * first served) until each of them has gone. The wait is driven by an
-   * etcd watch; `timeout`/`signal` bound it and remove our key on the way out.
+   * etcd watch; `timeout`/`signal` bound it and remove our key on the way
+   * out (the rejection waits up to 1 s for that delete; if etcd does not
+   * answer, the key is deleted with a later keep-alive or goes with the lease).
    * @param name - 1 to 255 characters, no `/` or control characters
    * @param options - `timeout` (ms), `signal`, `onCompromised`
    * @throws `LockError` `ETIMEDOUT`, `ECOMPROMISED` (the lease was lost while
@@ -341,8 +346,13 @@ export class EtcdLocks {
     } catch (err) {
       if (key && revision > 0n && lease && !lease.lost) {
         // Leave the queue before rejecting: delete our key, only if it is
-        // still ours; if etcd does not answer, a later keep-alive retries.
-        await this.#gw.txn([createdAt(key, revision)], [deleteOp(key)], [], key).catch(() => lease!.orphan(key!));
+        // still ours. The rejection waits for that at most LEAVE_MS, so a
+        // wait never outlives its timeout by more, even with etcd gone; a
+        // delete that fails is retried with the next keep-alive.
+        const leave = this.#gw.txn([createdAt(key, revision)], [deleteOp(key)], [], key).catch(() => lease!.orphan(key!));
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([leave, new Promise((r) => (timer = setTimeout(r, LEAVE_MS)))]);
+        clearTimeout(timer);
       }
       throw err;
     } finally {
