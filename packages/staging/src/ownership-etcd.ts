@@ -18,7 +18,7 @@ import type { StagingEntry } from './area.js';
 import { asError, checkObject, checkSignal, fenceOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
 import { classify } from './naming.js';
 import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
-import type { RecoverReport } from './sweep.js';
+import type { RecoverProgress, RecoverReport } from './sweep.js';
 
 /**
  * What a staging area needs of a lock service to keep entry ownership in it:
@@ -109,7 +109,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
       const o = checkObject(options, ['dryRun', 'onProgress', 'signal']);
       const dryRun = o.dryRun ?? false;
       if (typeof dryRun !== 'boolean') throw new TypeError(`Expected \`dryRun\` to be a boolean, got ${show(dryRun)}`);
-      const onProgress = o.onProgress as ((p: Omit<RecoverReport, 'errors'> & { errors: number }) => void) | undefined;
+      const onProgress = o.onProgress as ((p: RecoverProgress) => void) | undefined;
       if (onProgress !== undefined && typeof onProgress !== 'function') {
         throw new TypeError(`Expected \`onProgress\` to be a function, got ${show(onProgress)}`);
       }
@@ -117,7 +117,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
       signal?.throwIfAborted();
       const fence = fenceOf(root);
       const held = dryRun ? new Set((await locks.list()).map((h) => h.name)) : undefined;
-      const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [] };
+      const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
       const slicer = new Slicer();
       for await (const id of entryDirs(root)) {
         if (signal?.aborted) break;
@@ -152,7 +152,13 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
           report.errors.push({ path, error: asError(err) });
         }
         report.scanned++;
-        onProgress?.({ ...report, errors: report.errors.length });
+        onProgress?.({
+          scanned: report.scanned,
+          removed: report.removed,
+          live: report.live,
+          bytesFreed: report.bytesFreed,
+          errors: report.errors.length,
+        });
       }
       signal?.throwIfAborted();
       return report;
