@@ -74,7 +74,8 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
 
     async claim(): Promise<Claim> {
       for (;;) {
-        const id = randomBytes(9).toString('base64url');
+        // The id format the naming rules accept (naming.ts): 64 bits, base 36, as local entries.
+        const id = randomBytes(8).readBigUInt64LE().toString(36);
         try {
           const held = await locks.tryLock(id);
           return { id, path: held.key, unlockAndDelete: () => held.release() };
