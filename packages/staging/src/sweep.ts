@@ -22,6 +22,7 @@ import {
 import { probeLock } from './internal/probe.js';
 import { classify, dirName, LOCK_PREFIX, type Layout } from './naming.js';
 
+/** The running counts {@link RecoverOptions.onProgress} receives. */
 export interface RecoverProgress {
   /** Entries examined so far (see {@link RecoverReport.scanned}). */
   scanned: number;
