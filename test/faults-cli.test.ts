@@ -5,7 +5,7 @@
  * the lock path is looked at, and messages quote what they name.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
@@ -43,15 +43,24 @@ test('a regular file where a staging root is expected: 66 for status as for reco
   writeFileSync(file, 'not a lock file\n');
   for (const args of [
     ['recover', file],
-    ['status', file],
     ['status', `${file}/`],
-    ['status', '--json', file],
+    ['status', '--json', `${file}/`],
   ]) {
     const r = xstage(...args);
     expect(r.code, args.join(' ')).toBe(66);
     expect(r.stdout, args.join(' ')).toBe('');
   }
   expect(readdirSync(d.path)).toEqual(['notes.txt']);
+});
+
+test('status of a free lock file of another program (content, no record of ours) reports it free, exit 0, and leaves it as it was', async () => {
+  await using d = await tempDir();
+  const file = join(d.path, 'storage.lock');
+  writeFileSync(file, 'podman-last-writer-token');
+  const r = xstage('status', file);
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stdout).toBe(`${file}: free (no owner record of ours in it)\n`);
+  expect(readFileSync(file, 'utf8')).toBe('podman-last-writer-token');
 });
 
 test('an option after the lock path is a usage error, caught before the lock is taken', async () => {

@@ -55,10 +55,13 @@ Options:
                reached.
   -h, --help   show this help
 
+A file is always reported as a lock file (another program's, such as
+podman's storage.lock, shows as held or free without an owner of ours);
+write 'root/' to say that a staging root is meant.
+
 Exit status: 0; 66 when the path cannot be read, its directory does not
-exist, it is a directory that is not a staging area, or it is neither a lock
-file nor a directory (a file whose content is no owner record and that
-nobody locks, or any file given as 'root/'); 64 usage error.
+exist, it is a directory that is not a staging area, or it is a file given
+as 'root/'; 64 usage error; 69 when --etcd cannot reach etcd.
 `;
 
 export async function cmdStatus(args: string[]): Promise<number> {
@@ -103,12 +106,6 @@ export async function cmdStatus(args: string[]): Promise<number> {
   }
 
   const probe = st ? await probeLock(path) : { state: 'missing' as const, owner: null };
-  if (st?.isFile() && st.size > 0 && probe.state === 'free' && probe.owner === null) {
-    // Unlocked, and its content is no owner record: not a lock file we can
-    // speak for, and not a staging root either.
-    err(`xstage: '${path}' is neither a lock file (no owner record, not locked) nor a staging root (not a directory)\n`);
-    return EX_NOINPUT;
-  }
   if (values.json) {
     out(`${JSON.stringify({ kind: 'lock', path, state: probe.state, ...ownerFields(probe.owner) })}\n`);
     return 0;
@@ -120,8 +117,16 @@ export async function cmdStatus(args: string[]): Promise<number> {
     out(
       `${path}: held${mode}${holderText(o)}${backend}${o?.age !== undefined ? `, for ${seconds(o.age)}` : ''}${holdersText(o)}\n`,
     );
-  } else if (probe.state === 'free') out(`${path}: free${o?.pid ? ` (last held${holderText(o)}, ${seconds(o.age)} ago)` : ''}\n`);
-  else if (probe.state === 'missing') out(`${path}: missing (no lock file)\n`);
+  } else if (probe.state === 'free') {
+    // A free file with content but no record of ours: another program's lock
+    // file (podman's storage.lock keeps a token there), or not a lock file.
+    const note = o?.pid
+      ? ` (last held${holderText(o)}, ${seconds(o.age)} ago)`
+      : st?.size
+        ? ' (no owner record of ours in it)'
+        : '';
+    out(`${path}: free${note}\n`);
+  } else if (probe.state === 'missing') out(`${path}: missing (no lock file)\n`);
   else out(`${path}: unknown (${probe.error?.message ?? 'the probe failed'})\n`);
   return 0;
 }
