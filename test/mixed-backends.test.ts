@@ -6,7 +6,7 @@
  */
 import { lock, tryLock } from '@x/core';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -106,6 +106,35 @@ describe('a lease holder without the addon and a kernel acquirer', () => {
     await h.child.reap();
     const held = await tryLock(p, kernel);
     expect(JSON.parse(readFileSync(p, 'utf8').split('\n')[0]!)).toMatchObject({ backend: 'kernel', pid: process.pid });
+    await held.release();
+  });
+});
+
+describe('a dead lease taken by a kernel acquirer, then a lease acquirer without the addon', () => {
+  test('a shared kernel lock on a dead lease (no record written): the lease acquirer rejects ENOTSUP, never a second holder', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const h = await holder('tryLock', p, { backend: 'lease' }, noAddon);
+    expect(h.first).toMatch(/^acquired/);
+    h.child.proc.kill('SIGKILL');
+    await h.child.reap();
+    const shared = await tryLock(p, { backend: 'kernel', shared: true });
+    // The file still holds the dead lease's record: only the kernel knows it is held.
+    expect(readFileSync(p, 'utf8')).toContain('"backend":"lease"');
+    const t = await holder('tryLock', p, { backend: 'lease' }, noAddon);
+    expect(t.first).toBe('error ENOTSUP');
+    await shared.release();
+  });
+
+  test('a legacy pid file held by a kernel lock: a lease acquirer judging it stale rejects ENOTSUP, it does not take it over', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'installer.lock');
+    writeFileSync(p, '2147483646\n'); // nftban-style pid text (no such process)
+    const held = await tryLock(p, kernel);
+    expect(readFileSync(p, 'utf8')).toBe('2147483646\n'); // not our file to write
+    const t = await holder('lock', p, { backend: 'lease', staleAfter: 50, pollInterval: 10, timeout: 20_000 }, noAddon);
+    expect(t.first).toBe('error ENOTSUP');
+    expect(readFileSync(p, 'utf8')).toBe('2147483646\n');
     await held.release();
   });
 });

@@ -11,7 +11,15 @@ import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import { formatRecord, judgeKernelOwner, parseRecord, processStartTicks, RECORD_PREFIX, type LockOwner } from '../owner.js';
+import {
+  isProcessAlive,
+  formatRecord,
+  judgeKernelOwner,
+  parseRecord,
+  processStartTicks,
+  RECORD_PREFIX,
+  type LockOwner,
+} from '../owner.js';
 import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
@@ -49,19 +57,25 @@ export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents'
 export function ownerOf(fd: number, type: LockType): LockOwner | undefined {
   let record: LockOwner | null = null;
   let holders;
+  const flock = (type & LockType.Flock) !== 0;
+  const getlk = flock || !addon ? -2 : addon.getlk(fd, type);
   try {
     const buf = Buffer.allocUnsafe(2048);
     const n = readSync(fd, buf, 0, buf.length, 0);
     const st = fstatSync(fd, { bigint: true });
     record = parseRecord(buf.toString('utf8', 0, n), Number(st.mtimeMs));
-    holders = kernelHolders(st.dev, st.ino);
+    // /proc/locks costs about 1 us per lock held on the whole system: read
+    // it only when F_OFD_GETLK and the record cannot name the holder (a
+    // sweep meets an ELOCKED per live entry; thousands of them must not each
+    // read the whole list). A POSIX holder is named by F_OFD_GETLK itself.
+    const recordNames = record?.pid !== undefined && isProcessAlive(record.pid, record.hostname);
+    if (flock || getlk === -2 || (getlk === -1 && !recordNames)) holders = kernelHolders(st.dev, st.ino);
   } catch {
     // write-only or vanished: the owner stays unknown
   }
   // Only the locks of our kind conflict with us: flock and fcntl/OFD locks are separate.
-  const flock = (type & LockType.Flock) !== 0;
   const mine = holders?.filter((h) => (h.kind === 'flock') === flock);
-  const owner = judgeKernelOwner(record, mine, flock || !addon ? -2 : addon.getlk(fd, type));
+  const owner = judgeKernelOwner(record, mine, getlk);
   if (!owner) return undefined;
   // The error carries who holds it, not the whole kernel view.
   const { held: _held, shared: _shared, holders: _holders, ...rest } = owner;

@@ -67,6 +67,8 @@ import { hooks } from './hooks.js';
 import { DEFAULT_STALE_AFTER, forget, inspect, judge, localPid, stateKey } from './lease-stale.js';
 import { SideFiles, unlinkQuiet } from './lease-sides.js';
 import { withPath } from './oserror.js';
+import { kernelHolders } from './proclocks.js';
+import { addon, LockType } from '../platform/native.js';
 import type { Checked } from './options.js';
 
 /** A held lease. */
@@ -134,7 +136,7 @@ function claim(
   judged: { st: Stats; owner: LockOwner | null },
   o: Checked,
   sides: SideFiles,
-): { name: string; aside: string } | null | 'gone' {
+): { name: string; aside: string } | null | 'gone' | 'kernel' {
   const name = sides.claimPath(judged.st);
   const published = publish(sides, name, claimRecord(), o.mode);
   if (published === 'reclaimed') return 'gone';
@@ -181,8 +183,36 @@ function claim(
     unlinkQuiet(name);
     return null;
   }
+  if (kernelLocked(aside)) {
+    // A kernel acquirer took the dead lease's file (a shared lock writes no
+    // record; a legacy pid file keeps its text): it is a kernel lock file now.
+    // Checked after the rename, so no kernel lock can slip in unseen: one
+    // taken before it shows here, one taken after it fails its inode check.
+    try {
+      linkSync(aside, path);
+    } catch {
+      // a third file exists; the kernel holder's inode is displaced (see docs)
+    }
+    unlinkQuiet(aside);
+    unlinkQuiet(name);
+    return 'kernel';
+  }
   forget(path);
   return { name, aside };
+}
+
+/** Whether any kernel lock (fcntl, OFD or flock) is held on the file at `path`. */
+function kernelLocked(path: string): boolean {
+  const st = lstatSync(path, { bigint: true });
+  const holders = kernelHolders(st.dev, st.ino);
+  if (holders) return holders.length > 0;
+  if (!addon) return false; // no /proc/locks and no addon: nothing can tell
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    return addon.getlk(fd, LockType.Exclusive) !== 0;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 class HeldLease implements Lease {
@@ -330,6 +360,17 @@ export function leaseOnFile(
   return { held, owner, pid: localPid(owner) };
 }
 
+/** The error of a lease acquirer that meets a kernel lock file (docs/installing.md, "Mixing backends"). */
+function kernelFile(path: string, owner: LockOwner | null): LockError {
+  return new LockError(
+    'ENOTSUP',
+    path,
+    `'${path}' is a kernel lock file${owner?.pid ? ` (last taken by pid ${owner.pid})` : ''}, not a lease: ` +
+      "processes lock it with backend 'kernel', and a lease cannot exclude them; take it with backend 'kernel'",
+    { owner: owner ?? undefined },
+  );
+}
+
 /** A file a lease may take over: a lease record, or the legacy pid text of nftban and Julia's Pidfile. */
 function leaseFile(seen: { st: Stats; owner: LockOwner | null }): boolean {
   return (
@@ -410,21 +451,14 @@ export async function acquireLease(
       if (fd === null) {
         const seen = inspect(path);
         if (seen === null) continue; // released between our create and our look
-        if (!leaseFile(seen)) {
-          // Kernel lockers keep their file (empty, or with a kernel record):
-          // no lease will ever be granted here, so say so now, not at a timeout.
-          throw new LockError(
-            'ENOTSUP',
-            path,
-            `'${path}' is a kernel lock file${seen.owner?.pid ? ` (last taken by pid ${seen.owner.pid})` : ''}, not a lease: ` +
-              "processes lock it with backend 'kernel', and a lease cannot exclude them; take it with backend 'kernel'",
-            { owner: seen.owner ?? undefined },
-          );
-        }
+        // Kernel lockers keep their file (empty, or with a kernel record): no
+        // lease will ever be granted here, so say so now, not at a timeout.
+        if (!leaseFile(seen)) throw kernelFile(path, seen.owner);
         if (judge(path, seen, o)) {
           if (hooks.beforeTakeover) await hooks.beforeTakeover(path);
           const claimed = claim(path, seen, o, sides);
           if (claimed === 'gone') continue;
+          if (claimed === 'kernel') throw kernelFile(path, seen.owner);
           if (claimed !== null) {
             try {
               fd = create(path, o, record, sides);
