@@ -100,3 +100,25 @@ test.runIf(haveTools('etcd', 'unshare') && root)(
     }
   },
 );
+
+test.runIf(haveTools('etcd'))(
+  'a root opened by both a local-ownership process and an etcd one: etcd recovery leaves the local live entry alone',
+  async () => {
+    await using etcd = await startEtcd(1);
+    await using dir = await tempDir();
+    const root = join(dir.path, 'staging');
+    const local = await StagingArea.open(root); // marker only: still adoptable by a lock service
+    const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/mixed/', ttl: 5 });
+    try {
+      const shared = await StagingArea.open(root, { locks });
+      const entry = await local.create(); // a live local entry: lock-<id> held, <id>/ made
+      const report = await shared.recover();
+      expect(report.removed).toBe(0);
+      expect(existsSync(entry.path)).toBe(true);
+      await entry.cleanup();
+    } finally {
+      await locks.close();
+    }
+  },
+  60_000,
+);

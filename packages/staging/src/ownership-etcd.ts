@@ -16,7 +16,7 @@ import { open, opendir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StagingEntry } from './area.js';
 import { asError, checkObject, checkSignal, fenceOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
-import { classify } from './naming.js';
+import { classify, LOCK_PREFIX } from './naming.js';
 import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
 import type { RecoverProgress, RecoverReport } from './sweep.js';
 
@@ -51,8 +51,11 @@ async function* entryDirs(root: string, signal?: AbortSignal): AsyncGenerator<st
   for await (const d of await opendir(root, { bufferSize: 64 })) {
     signal?.throwIfAborted();
     const k = classify(d.name);
-    // Only our layout: entries owned in etcd are always `<id>/`.
-    if (k.kind === 'dir' && k.layout === 'xstage' && lstatQuiet(join(root, d.name))?.isDirectory()) yield d.name;
+    // Only our layout: entries owned in etcd are always `<id>/`. One with a
+    // local lock file beside it belongs to a process using local ownership on
+    // this root: never ours to judge.
+    if (k.kind !== 'dir' || k.layout !== 'xstage' || !lstatQuiet(join(root, d.name))?.isDirectory()) continue;
+    if (!lstatQuiet(join(root, LOCK_PREFIX + d.name))) yield d.name;
   }
 }
 

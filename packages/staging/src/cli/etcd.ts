@@ -65,6 +65,11 @@ export async function runEtcd(r: EtcdRun): Promise<number> {
       err(`xstage: cannot lock '${r.name}': ${(e as Error).message}\n`);
       return EX_UNAVAILABLE;
     }
+    if (held.signal.aborted) {
+      // Lost between the grant and now (the lease expired meanwhile): never run unlocked.
+      err(`xstage: lost the lock '${r.name}' before the command started (${(held.signal.reason as Error).message})\n`);
+      return EX_TEMPFAIL;
+    }
     const lost = () => {
       const reason = held.signal.reason as Error;
       if (!isLockError(reason, 'ERELEASED')) err(`xstage: lost the lock '${r.name}' (${reason.message}): stopping the command\n`);
