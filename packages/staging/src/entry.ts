@@ -240,6 +240,10 @@ export class Entry implements StagingDir {
       if (keep && (await lstatOrNull(target))) existed = true;
       else {
         if (syncContents) await syncTree(this.path);
+        // Ownership lost meanwhile (an etcd lease expired: another host may be
+        // deleting this tree): never move it into place. A loss after this
+        // check and before the rename stays possible; fencing tokens close it.
+        this.#lock?.signal?.throwIfAborted();
         try {
           await renameNoReplace(this.path, target);
           moved = true;

@@ -29,7 +29,7 @@ export interface EntryLockService {
   /** The key prefix of the service's locks. */
   readonly prefix: string;
   /** Takes a lock without waiting; rejects a `LockError` `ELOCKED` when it is held. */
-  tryLock(name: string): Promise<{ readonly key: string; release(): Promise<void> }>;
+  tryLock(name: string): Promise<{ readonly key: string; readonly signal: AbortSignal; release(): Promise<void> }>;
   /** Every held lock with its holder. */
   list(): Promise<readonly { readonly name: string; readonly key: string; readonly owner: LockOwner }[]>;
 }
@@ -81,7 +81,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
         const id = randomBytes(8).readBigUInt64LE().toString(36);
         try {
           const held = await locks.tryLock(id);
-          return { id, path: held.key, unlockAndDelete: () => held.release() };
+          return { id, path: held.key, signal: held.signal, unlockAndDelete: () => held.release() };
         } catch (err) {
           if (!isLockError(err, 'ELOCKED')) throw err; // an id drawn twice: draw again
         }

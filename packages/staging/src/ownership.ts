@@ -24,6 +24,8 @@ export interface Claim {
   readonly path: string;
   /** Gives the ownership up for good (the lock file or key is deleted). */
   unlockAndDelete(): Promise<void>;
+  /** Aborts when the ownership is lost (an etcd lease expired): a commit checks it last. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
