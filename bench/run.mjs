@@ -28,16 +28,16 @@ metrics.push(await import('./metrics/etcd.mjs')); // issue 14
 const SETTINGS = {
   quick: {
     cycle: { rounds: 6, maxOps: 300, budgetMs: 15, minOps: 5 },
-    handoff: { handoffs: 200, blocks: 4, holdMs: [1, 4], longWaits: 2, longMs: 150 },
+    handoff: { handoffs: 60, shortHandoffs: 60, blocks: 2, blockedMs: [5, 55], holdMs: [1, 4] },
     takeover: { kernelSamples: 4, plfSamples: 2, plfStale: 2000, leaseStaleAfter: 1000 },
     waiters: { blocks: 1, stats: 200, waiters: 64 },
     recover: { cases: [{ stale: 1_000, live: 0 }], reps: 1 },
-    contend: { procs: 4, rounds: 1, seconds: 0.75 },
+    contend: { procs: 4, rounds: 1, acquisitions: 500 },
     watchdogSeconds: 180,
   },
   full: {
     cycle: { rounds: 25, maxOps: 1000, budgetMs: 60, minOps: 5 },
-    handoff: { handoffs: 600, blocks: 6, holdMs: [1, 4], longWaits: 6, longMs: 500 },
+    handoff: { handoffs: 400, shortHandoffs: 300, blocks: 5, blockedMs: [5, 55], holdMs: [1, 4] },
     takeover: { kernelSamples: 30, plfSamples: 3, plfStale: undefined, leaseStaleAfter: 1000 },
     waiters: { blocks: 5, stats: 200, waiters: 64 },
     recover: {
@@ -48,7 +48,7 @@ const SETTINGS = {
       ],
       reps: 2,
     },
-    contend: { procs: 4, rounds: 3, seconds: 3 },
+    contend: { procs: 4, rounds: 3, acquisitions: 500 },
     watchdogSeconds: 1800,
   },
 };

@@ -1,45 +1,41 @@
-// Contending child (metric 7): node contend.mjs <method> <lockPath> <counterPath>
+// Contending child (metric 7): node contend.mjs <method> <lockPath> <counterPath> <n> [<options JSON>]
 //
-// Prints "ready", then on "go <startNs> <endNs>" (CLOCK_MONOTONIC) loops from
-// startNs until endNs: take the lock (waiting), read-increment-write the
-// shared counter file inside the critical section, release. Prints
-// "done {count, inWindow, waits}" (waits in ms). Methods: see lib/peers.mjs.
-import { openSync, readSync, writeSync } from 'node:fs';
+// Prints "ready", then on "go <startNs>" (CLOCK_MONOTONIC) takes the lock
+// (waiting) <n> times: inside the critical section it reads the shared
+// counter file and writes it back incremented (readFileSync + writeFileSync,
+// as issue 13's harness does), then releases. Prints
+// "done {count, waits, at, endNs}": waits in ms, `at` = each acquisition's
+// time in µs after startNs. Methods: see lib/peers.mjs.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { waiting } from '../lib/peers.mjs';
 import { sleep } from '../lib/proc.mjs';
 import { nowNs } from '../lib/stats.mjs';
 
-const [method, path, counterPath] = process.argv.slice(2);
+const [method, path, counterPath, n, json] = process.argv.slice(2);
 const acquire = waiting[method];
 if (!acquire) throw new Error(`unknown method ${method}`);
-const counter = openSync(counterPath, 'r+');
-const buf = Buffer.alloc(16);
+const options = json ? JSON.parse(json) : undefined;
 
 /** Read-increment-write: only correct under mutual exclusion. */
 function bump() {
-  readSync(counter, buf, 0, 16, 0);
-  const next = Number(buf.toString('latin1').trim()) + 1;
-  buf.write(`${String(next).padStart(15)}\n`, 'latin1');
-  writeSync(counter, buf, 0, 16, 0);
+  writeFileSync(counterPath, String(Number(readFileSync(counterPath, 'latin1')) + 1));
 }
 
 const rl = createInterface({ input: process.stdin });
 process.stdout.write('ready\n');
-const [start, end] = (await new Promise((r) => rl.once('line', r))).split(' ').slice(1).map(Number);
+const start = Number((await new Promise((r) => rl.once('line', r))).split(' ')[1]);
 rl.close();
 await sleep(Math.max(0, (start - nowNs()) / 1e6));
-let count = 0;
-let inWindow = 0;
 const waits = [];
-while (nowNs() < end) {
+const at = [];
+for (let i = 0; i < Number(n); i++) {
   const t0 = nowNs();
-  const release = await acquire(path);
+  const release = await acquire(path, options);
   const t1 = nowNs();
   bump();
   await release();
-  count++;
-  if (t1 <= end) inWindow++;
   waits.push((t1 - t0) / 1e6);
+  at.push(Math.round((t1 - start) / 1e3));
 }
-process.stdout.write(`done ${JSON.stringify({ count, inWindow, waits })}\n`);
+process.stdout.write(`done ${JSON.stringify({ count: waits.length, waits, at, endNs: nowNs() })}\n`);

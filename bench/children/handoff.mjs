@@ -1,4 +1,4 @@
-// Hand-off child (metric 3): node handoff.mjs <method> <path>
+// Hand-off child (metric 3): node handoff.mjs <method> <path> [<options JSON>]
 //
 // Line protocol on stdin (one command at a time):
 //   hold         take the lock (it is free) -> "held"
@@ -10,7 +10,8 @@
 import { createInterface } from 'node:readline';
 import { waiting } from '../lib/peers.mjs';
 
-const [method, path] = process.argv.slice(2);
+const [method, path, json] = process.argv.slice(2);
+const options = json ? JSON.parse(json) : undefined;
 const acquire = waiting[method];
 if (!acquire) throw new Error(`unknown method ${method}`);
 let release;
@@ -18,14 +19,14 @@ const out = (line) => process.stdout.write(`${line}\n`);
 
 const commands = {
   async hold() {
-    release = await acquire(path);
+    release = await acquire(path, options);
     out('held');
   },
   async wait() {
     out('waiting');
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
-    release = await acquire(path);
+    release = await acquire(path, options);
     const t1 = process.hrtime.bigint();
     const cpu = process.cpuUsage(cpu0);
     out(`acq ${t1} ${t1 - t0} ${cpu.user + cpu.system}`);

@@ -1,4 +1,4 @@
-// The targets of issue 6, checked against one run's results.
+// The targets of issues 6 and 13, checked against one run's results.
 import * as contend from '../metrics/contend.mjs';
 import * as create from '../metrics/create.mjs';
 import * as cycle from '../metrics/cycle.mjs';
@@ -80,7 +80,22 @@ export function evaluateTargets(results) {
   const ours3 = row(c3, handoff.OURS);
   check(t, { metric: 3, what: 'hand-off median (kernel)', value: ours3?.median, limit: 0.15, unit: 'ms' });
   check(t, { metric: 3, what: 'hand-off p99 (kernel)', value: ours3?.p99, limit: 1, unit: 'ms' });
-  check(t, { metric: 3, what: 'waiter CPU per second waited', value: ours3?.cpuLong, limit: 15, unit: 'ms/s' });
+  const fsnx3 = row(c3, handoff.FSNX);
+  check(t, {
+    metric: 3,
+    what: 'hand-off median / fs-native-extensions',
+    value: ours3 && fsnx3 ? ours3.median / fsnx3.median : undefined,
+    limit: 1,
+    unit: 'x',
+  });
+  check(t, {
+    metric: 3,
+    what: 'waiter CPU per second waited / fs-native-extensions',
+    value: ours3 && fsnx3 ? ours3.cpuLong / fsnx3.cpuLong : undefined,
+    limit: 1,
+    unit: 'x',
+    detail: ours3 && fsnx3 && `${fmt(ours3.cpuLong)} ms/s vs ${fmt(fsnx3.cpuLong)} ms/s`,
+  });
 
   const ours4 = row(c4, takeover.OURS);
   check(t, { metric: 4, what: 'crash takeover median (kernel)', value: ours4?.median, limit: 5, unit: 'ms' });
@@ -154,7 +169,16 @@ export function evaluateTargets(results) {
     atLeast: true,
     unit: '/s',
   });
-  check(t, { metric: 7, what: 'contention: max wait', value: ours7?.maxWait, limit: 100, unit: 'ms' });
+  const fsnx7 = row(c7, contend.FSNX);
+  check(t, {
+    metric: 7,
+    what: 'contention: acquisitions/s / fs-native-extensions',
+    value: ours7 && fsnx7 ? ours7.rate / fsnx7.rate : undefined,
+    limit: 1,
+    atLeast: true,
+    unit: 'x',
+  });
+  check(t, { metric: 7, what: 'contention: max wait', value: ours7?.maxWait, limit: 20, unit: 'ms' });
   check(t, {
     metric: 7,
     what: 'contention: fewest / mean acquisitions of a process',
@@ -177,7 +201,7 @@ export function evaluateTargets(results) {
 const howFar = (f) => (f < 2 ? `${((f - 1) * 100).toFixed(f < 1.1 ? 1 : 0)}%` : `${fmt(f)}x`);
 
 export function renderTargets(targets) {
-  const lines = ['\n== targets (issue 6) =='];
+  const lines = ['\n== targets (issues 6 and 13) =='];
   for (const x of targets) {
     let text = `  ${x.status.padEnd(4)}  [${x.metric}] ${x.what}`;
     if (x.value !== undefined) {
