@@ -203,12 +203,7 @@ async function acquire(path: unknown, options: unknown, wait: boolean): Promise<
       // The record is written before we return, even after a wait where it
       // costs a good part of the hand-off: written later, it would meanwhile
       // name the previous (often dead) holder to readOwner, ELOCKED, status.
-      const { fd, foreign } = await acquireKernel(
-        abs,
-        o,
-        scope && (() => (scope.cancellable ? scope.signal : undefined)),
-        o.shared ? undefined : pid,
-      );
+      const { fd, foreign } = await acquireKernel(abs, o, scope, o.shared ? undefined : pid);
       // Another program's lock file is never deleted (docs/interop.md).
       return new FileLock(token, abs, { kind: backend, fd, remove: (o.removeOnRelease ?? false) && !foreign }, o);
     }
@@ -265,12 +260,13 @@ export function tryLock(path: string, options?: LockOptions): Promise<FileLock> 
  * Takes the lock on `path`, waiting while someone else holds it.
  *
  * @remarks Waiting never blocks the event loop and never occupies libuv's
- * threadpool: a kernel wait blocks a dedicated native thread, which the
- * kernel wakes the moment the holder lets go; lease waits poll every
- * `pollInterval` ms. Waiters of this process on one path are served in call
- * order. Inside `withLock(path)` itself, `lock(path)` rejects `ELOCKED` at
- * once instead of deadlocking. Nothing (timer, listener, thread) is left
- * behind once the promise settles.
+ * threadpool: a kernel wait blocks a pooled native thread, which the
+ * kernel wakes the moment the holder lets go (no JS timer runs meanwhile,
+ * even with `timeout`); lease waits poll every `pollInterval` ms. Waiters of
+ * this process on one path are served in call order. Inside
+ * `withLock(path)` itself, `lock(path)` rejects `ELOCKED` at once instead of
+ * deadlocking. Nothing (timer, listener, handle) is left behind once the
+ * promise settles; a wait thread that stays idle exits after 2 s.
  *
  * Bounding the wait: `timeout` is in **milliseconds** (the `xstage`
  * command line's `--timeout` is in seconds) and rejects a `LockError` with

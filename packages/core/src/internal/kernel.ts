@@ -5,7 +5,7 @@
  * Acquire = open(O_CREAT|O_NOFOLLOW) -> non-blocking lock -> inode re-check ->
  * owner record. All synchronous system calls through the addon (a lock cycle
  * is ~10 us of syscalls; a threadpool hop would cost 100-200 us). Only a wait
- * leaves the main thread, onto a dedicated native thread.
+ * leaves the main thread, onto a pooled native thread.
  */
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
@@ -27,6 +27,7 @@ import { hooks } from './hooks.js';
 import { kernelHolders } from './proclocks.js';
 import { E, osError, withPath } from './oserror.js';
 import type { Checked } from './options.js';
+import type { WaitScope } from './wait.js';
 
 function native(path: string): NativeAddon {
   if (!addon) throw new LockError('ENOTSUP', path, `kernel locks are not available in this process: ${kernelLocks.reason}`);
@@ -135,36 +136,39 @@ function foreignContent(fd: number): boolean {
 }
 
 /**
- * Blocks on a dedicated native thread until the lock on `fd` is ours, or
- * `signal` aborts (then rejects with its reason). A cancel that races the
- * thread's entry into the system call is re-sent until the thread reports.
+ * Blocks on a pooled native thread until the lock on `fd` is ours, the
+ * scope's time is up or the caller's signal aborts; resolves the addon's
+ * result (see {@link waitOutcome}). The deadline lives in the native wait: no
+ * JS timer runs while waiting, and a cancel is never lost (docs/waiting.md).
+ * No async function here: each promise hop costs on the hand-off.
  */
-function nativeWait(fd: number, type: LockType, signal: AbortSignal | undefined, path: string): Promise<void> {
+function nativeWait(fd: number, type: LockType, scope: WaitScope | undefined, path: string): Promise<number> {
   const a = native(path);
-  return new Promise<void>((resolve, reject) => {
-    let resend: NodeJS.Timeout | undefined;
-    const onAbort = () => {
-      a.cancel(handle as never);
-      resend ??= setInterval(() => a.cancel(handle as never), 2);
-    };
-    const handle = a.wait(fd, type, (result) => {
-      if (resend) clearInterval(resend);
-      signal?.removeEventListener('abort', onAbort);
-      if (result === 0 && !signal?.aborted) resolve();
-      else if (signal && (result === 0 || result === E.ECANCELED)) {
-        if (result === 0) a.setlk(fd, (type & LockType.Flock) as LockType);
-        reject(signal.reason as Error);
-      } else reject(osError(result, type & LockType.Flock ? 'flock' : 'fcntl', path));
-    });
-    if (typeof handle === 'number') {
-      reject(osError(handle, 'pthread_create', path));
-      return;
-    }
-    // Without a timeout or a signal nothing can cancel the wait: no listener.
-    if (!signal) return;
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
+  const left = scope ? scope.remaining() : Infinity;
+  const pending = a.wait(fd, type, left === Infinity ? -1 : left);
+  // Without a signal nothing but the deadline can end the wait: no listener.
+  const signal = scope?.callerSignal;
+  if (!signal) return pending;
+  const onAbort = () => a.cancel(fd);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return pending.then((result) => {
+    signal.removeEventListener('abort', onAbort);
+    return result;
   });
+}
+
+/** Returns when a wait's `result` means the lock on `fd` is ours; throws why not otherwise. */
+function waitOutcome(result: number, fd: number, type: LockType, scope: WaitScope | undefined, path: string): void {
+  const signal = scope?.callerSignal;
+  if (result === 0) {
+    if (!signal?.aborted) return;
+    native(path).setlk(fd, (type & LockType.Flock) as LockType); // got it as the abort came: the abort wins
+    throw signal.reason as Error;
+  }
+  if (result === E.ECANCELED && signal?.aborted) throw signal.reason as Error;
+  if (result === E.ETIMEDOUT && scope) throw scope.timeoutError();
+  throw osError(result, type & LockType.Flock ? 'flock' : 'fcntl', path);
 }
 
 /** What {@link acquireKernel} took: the descriptor, and whether the file is another program's. */
@@ -193,7 +197,7 @@ export interface KernelHeld {
 export async function acquireKernel(
   path: string,
   o: Checked,
-  wait?: () => AbortSignal | undefined,
+  wait?: WaitScope | false,
   recordOf?: number,
 ): Promise<KernelHeld> {
   const a = native(path);
@@ -207,7 +211,7 @@ export async function acquireKernel(
       const r = a.setlk(fd, type);
       if (r === E.EAGAIN) {
         if (!wait) throw lockedError(path, ownerOf(fd, type));
-        await nativeWait(fd, type, wait(), path);
+        waitOutcome(await nativeWait(fd, type, wait || undefined, path), fd, type, wait || undefined, path);
       } else if (r < 0) throw osError(r, flock ? 'flock' : 'fcntl', path);
       if (flock) {
         // The same mode as an OFD lock on the same descriptor: a process that
@@ -217,7 +221,7 @@ export async function acquireKernel(
         const r2 = a.setlk(fd, ofd);
         if (r2 === E.EAGAIN) {
           if (!wait) throw lockedError(path, ownerOf(fd, ofd));
-          await nativeWait(fd, ofd, wait(), path);
+          waitOutcome(await nativeWait(fd, ofd, wait || undefined, path), fd, ofd, wait || undefined, path);
         } else if (r2 < 0) throw osError(r2, 'fcntl', path);
       }
       // The owner record of `recordOf` (rendered now: it carries the time

@@ -29,6 +29,7 @@ export const E = {
   ENOENT: -constants.errno.ENOENT,
   EEXIST: -constants.errno.EEXIST,
   ECANCELED: -constants.errno.ECANCELED,
+  ETIMEDOUT: -constants.errno.ETIMEDOUT,
   ESRCH: -constants.errno.ESRCH,
 } as const;
 

@@ -7,7 +7,9 @@ const MAX_TIMER = 2 ** 31 - 1;
 
 /**
  * Combines the caller's `signal` and `timeout` into one AbortSignal, lazily:
- * an uncontended `lock()` never creates a controller, timer or listener.
+ * an uncontended `lock()` never creates a controller, timer or listener, and
+ * a kernel wait needs none either (it takes {@link WaitScope.remaining} and
+ * {@link WaitScope.callerSignal}: the native wait keeps the deadline).
  * `dispose()` removes everything it created.
  */
 export class WaitScope {
@@ -23,9 +25,20 @@ export class WaitScope {
     this.#path = path;
   }
 
-  /** Whether anything (a timeout, the caller's signal) can end the wait early. */
-  get cancellable(): boolean {
-    return this.#options.signal !== undefined || this.#options.timeout !== Infinity;
+  /** The caller's own signal, if any. */
+  get callerSignal(): AbortSignal | undefined {
+    return this.#options.signal;
+  }
+
+  /** Milliseconds left until the timeout (Infinity: none). */
+  remaining(): number {
+    const { timeout } = this.#options;
+    return timeout === Infinity ? Infinity : Math.max(0, timeout - (performance.now() - this.#start));
+  }
+
+  /** The error of a wait that ran out of time. */
+  timeoutError(): LockError {
+    return new LockError('ETIMEDOUT', this.#path, `gave up waiting for the lock after ${this.#options.timeout} ms`);
   }
 
   get signal(): AbortSignal {
@@ -41,8 +54,7 @@ export class WaitScope {
     }
     if (timeout !== Infinity && !controller.signal.aborted) {
       const deadline = this.#start + timeout;
-      const expire = () =>
-        controller.abort(new LockError('ETIMEDOUT', this.#path, `gave up waiting for the lock after ${timeout} ms`));
+      const expire = () => controller.abort(this.timeoutError());
       // A timer longer than 2^31-1 ms fires after 1 ms in Node: wait in legs.
       const arm = (left: number): void => {
         if (left <= 0) expire();

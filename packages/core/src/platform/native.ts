@@ -24,17 +24,19 @@ export interface NativeAddon {
   unlinkHeld(fd: number, path: string): number;
   close(fd: number): number;
   renameNoReplace(from: string, to: string): number;
-  wait(fd: number, type: LockType, done: (result: number) => void): WaitHandle | number;
-  cancel(handle: WaitHandle): void;
+  /** Resolves 0 once held, or -errno (ETIMEDOUT after `timeoutMs` >= 0, ECANCELED after cancel). */
+  wait(fd: number, type: LockType, timeoutMs: number): Promise<number>;
+  cancel(fd: number): void;
+  /** Asks idle wait threads to exit now; returns how many are still running. */
+  trimWaitThreads(): number;
+  /** Tests only: a pause (ns) before each blocking call, where a cancel signal gets lost. */
+  setWaitTestGap(ns: number): void;
   watchPid(pid: number, done: (result: number) => void): WatchHandle | number;
   unwatchPid(handle: WatchHandle): void;
 }
 
 /** An opaque handle of a process watch (pidfd). */
 export type WatchHandle = object & { readonly __watch: unique symbol };
-
-/** An opaque handle of a pending native wait. */
-export type WaitHandle = object & { readonly __wait: unique symbol };
 
 /** Lock types as the addon takes them; `| LockType.Flock` asks for flock(2) instead of OFD locks. */
 export const LockType = { Unlock: 0, Shared: 1, Exclusive: 2, Flock: 4 } as const;
