@@ -36,7 +36,6 @@
  *       lock-77d01a…          unlocked (its writer was SIGKILLed): reclaimable
  */
 import { createLocked, type FileLock, LockError, tryLock } from '@x/core';
-import { randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
 
 /** A held staging lock file. */
@@ -94,7 +93,12 @@ function checkMode(options: StagingLockOptions | undefined): number {
 
 /** A random part for mkstemp-style names: 64 bits, base 36. */
 function randomPart(): string {
-  return randomBytes(8).readBigUInt64LE().toString(36);
+  // Math.random (seeded from the OS per isolate) instead of randomBytes,
+  // which costs OpenSSL a getpid(2) per call: names need to be unlikely to
+  // collide, not secret (a taken name is retried; see createLocked).
+  const hi = (Math.random() * 0x100000000) >>> 0;
+  const lo = (Math.random() * 0x100000000) >>> 0;
+  return hi.toString(36) + lo.toString(36).padStart(7, '0');
 }
 
 /**
