@@ -138,12 +138,12 @@ export function evaluateTargets(results) {
       t.push({ metric: 6, what: 'recover throughput and memory', status: 'n/a', detail: 'no StagingArea: reference rows only' });
     for (const r of ours6) {
       const shape = r.name.split(' — ')[1];
-      check(t, { metric: 6, what: `recover / plain loop (${shape})`, value: r.xPlain, limit: 0.5, atLeast: true, unit: 'x' });
+      check(t, { metric: 6, what: `recover / plain loop (${shape})`, value: r.xPlain, limit: 0.3, atLeast: true, unit: 'x' });
       check(t, {
         metric: 6,
         what: `recover / fs-native-extensions loop (${shape})`,
         value: r.xFsnx,
-        limit: 2,
+        limit: 1,
         atLeast: true,
         unit: 'x',
       });

@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -418,15 +417,16 @@ typedef struct job {
 } job;
 
 struct worker {
-  sem_t go;
-  pthread_mutex_t mu; /* guards cur and the timer */
+  pthread_mutex_t mu; /* guards go, cur and the timer */
+  pthread_cond_t cv;  /* signalled when go is set */
+  int go;             /* a job (or trim's exit) was handed over */
   job *cur;           /* the job being waited for */
   job *next_job;      /* handed over by submit (pool_mu) */
   int idle;           /* on the idle list (pool_mu) */
   worker *next;       /* idle list / free list (pool_mu) */
 #if XLOCK_TIMERS
   int timer_ok;
-  timer_t timer;
+  int timer; /* kernel timer id: raw system calls, so no librt (old glibc) */
 #endif
 };
 
@@ -455,7 +455,7 @@ static void arm(worker *wk, int64_t at) {
     its.it_value.tv_nsec = at % 1000000000LL;
     its.it_interval.tv_nsec = RESEND_NS;
   }
-  timer_settime(wk->timer, TIMER_ABSTIME, &its, NULL);
+  syscall(SYS_timer_settime, wk->timer, TIMER_ABSTIME, &its, NULL);
 }
 #endif
 
@@ -510,8 +510,45 @@ static int run_job(worker *wk, job *j) {
   return res;
 }
 
+/* Parks until submit() or trim() hands something over; 0 when idle for
+ * IDLE_SECONDS with nothing handed over (the thread then leaves). */
+static int park(worker *wk) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += IDLE_SECONDS;
+  pthread_mutex_lock(&wk->mu);
+  while (!wk->go) {
+    if (pthread_cond_timedwait(&wk->cv, &wk->mu, &until) != ETIMEDOUT) continue;
+    pthread_mutex_unlock(&wk->mu);
+    pthread_mutex_lock(&pool_mu);
+    if (wk->idle) { /* nothing handed over: leave the idle list */
+      worker **pp = &idle_list;
+      while (*pp != wk) pp = &(*pp)->next;
+      *pp = wk->next;
+      wk->idle = 0;
+      pthread_mutex_unlock(&pool_mu);
+      return 0;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    until.tv_sec += IDLE_SECONDS; /* taken off the idle list: `go` is coming */
+    pthread_mutex_lock(&wk->mu);
+  }
+  wk->go = 0;
+  pthread_mutex_unlock(&wk->mu);
+  return 1;
+}
+
+/* Hands over to a parked worker (no lock held). */
+static void unpark(worker *wk) {
+  pthread_mutex_lock(&wk->mu);
+  wk->go = 1;
+  pthread_cond_signal(&wk->cv);
+  pthread_mutex_unlock(&wk->mu);
+}
+
 static void *worker_main(void *arg) {
   worker *wk = arg;
+  pthread_detach(pthread_self());
 #if XLOCK_TIMERS
   wk->timer_ok = 0;
   if (signal_ready) {
@@ -520,7 +557,7 @@ static void *worker_main(void *arg) {
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = cancel_signal();
     sev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
-    wk->timer_ok = timer_create(CLOCK_MONOTONIC, &sev, &wk->timer) == 0;
+    wk->timer_ok = syscall(SYS_timer_create, CLOCK_MONOTONIC, &sev, &wk->timer) == 0;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, cancel_signal());
@@ -528,26 +565,8 @@ static void *worker_main(void *arg) {
   }
 #endif
   for (;;) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += IDLE_SECONDS;
     job *j;
-    for (;;) {
-      if (sem_timedwait(&wk->go, &until) == 0) break;
-      if (errno != ETIMEDOUT) continue; /* EINTR */
-      pthread_mutex_lock(&pool_mu);
-      if (wk->idle) { /* nothing handed over: leave */
-        worker **pp = &idle_list;
-        while (*pp != wk) pp = &(*pp)->next;
-        *pp = wk->next;
-        wk->idle = 0;
-        wk->next_job = NULL;
-        pthread_mutex_unlock(&pool_mu);
-        goto out;
-      }
-      pthread_mutex_unlock(&pool_mu);
-      until.tv_sec += IDLE_SECONDS; /* a job is being handed over */
-    }
+    if (!park(wk)) goto out;
     pthread_mutex_lock(&pool_mu);
     j = wk->next_job;
     wk->next_job = NULL;
@@ -574,7 +593,7 @@ static void *worker_main(void *arg) {
 out:
 #if XLOCK_TIMERS
   pthread_mutex_lock(&wk->mu);
-  if (wk->timer_ok) timer_delete(wk->timer);
+  if (wk->timer_ok) syscall(SYS_timer_delete, wk->timer);
   wk->timer_ok = 0;
   pthread_mutex_unlock(&wk->mu);
 #endif
@@ -596,7 +615,7 @@ static int submit(job *j) {
     wk->next_job = j;
     j->wk = wk;
     pthread_mutex_unlock(&pool_mu);
-    sem_post(&wk->go);
+    unpark(wk);
     return 0;
   }
   wk = free_list;
@@ -608,17 +627,17 @@ static int submit(job *j) {
       pthread_mutex_unlock(&pool_mu);
       return ENOMEM;
     }
-    sem_init(&wk->go, 0, 0);
     pthread_mutex_init(&wk->mu, NULL);
+    pthread_cond_init(&wk->cv, NULL);
   }
   wk->next_job = j;
+  wk->go = 1; /* the new thread starts with its job */
   wk->idle = 0;
   wk->cur = NULL;
   j->wk = wk;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   /* Start with every signal blocked so process-directed signals (SIGINT,
    * SIGCHLD...) never land on a pool thread; it unblocks only its own. */
   sigset_t all, old;
@@ -635,7 +654,6 @@ static int submit(job *j) {
     free_list = wk;
   } else {
     pool_threads++;
-    sem_post(&wk->go);
   }
   pthread_mutex_unlock(&pool_mu);
   return rc;
@@ -792,7 +810,9 @@ static napi_value js_trim(napi_env env, napi_callback_info info) {
     idle_list = wk->next;
     wk->idle = 0;
     wk->next_job = NULL;
-    sem_post(&wk->go);
+    pthread_mutex_unlock(&pool_mu);
+    unpark(wk);
+    pthread_mutex_lock(&pool_mu);
   }
   int n = pool_threads;
   pthread_mutex_unlock(&pool_mu);

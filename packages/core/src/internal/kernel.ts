@@ -241,7 +241,7 @@ export async function acquireKernel(
         if (!wait) throw lockedError(path, lease.owner);
         a.close(fd);
         ok = true; // closed already
-        await nap(o.pollInterval, wait() ?? never, {}, lease.pid);
+        await nap(o.pollInterval, wait.cancellable ? wait.signal : never, {}, lease.pid);
         continue;
       }
       if (v === 0 || v === 3) {

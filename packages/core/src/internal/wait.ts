@@ -25,6 +25,11 @@ export class WaitScope {
     this.#path = path;
   }
 
+  /** Whether anything (a timeout, the caller's signal) can end the wait early. */
+  get cancellable(): boolean {
+    return this.#options.signal !== undefined || this.#options.timeout !== Infinity;
+  }
+
   /** The caller's own signal, if any. */
   get callerSignal(): AbortSignal | undefined {
     return this.#options.signal;
