@@ -194,12 +194,7 @@ export interface KernelHeld {
  * into an empty file or one holding one of our records; another program's
  * lock file (podman's last-writer token, a pid file) is never written.
  */
-export async function acquireKernel(
-  path: string,
-  o: Checked,
-  wait?: WaitScope | false,
-  recordOf?: number,
-): Promise<KernelHeld> {
+export async function acquireKernel(path: string, o: Checked, wait?: WaitScope | false, recordOf?: number): Promise<KernelHeld> {
   const a = native(path);
   const flock = o.backend === 'flock' ? LockType.Flock : 0;
   const type = ((o.shared ? LockType.Shared : LockType.Exclusive) | flock) as LockType;
