@@ -95,10 +95,11 @@ function checkMode(options: StagingLockOptions | undefined): number {
 function randomPart(): string {
   // Math.random (seeded from the OS per isolate) instead of randomBytes,
   // which costs OpenSSL a getpid(2) per call: names need to be unlikely to
-  // collide, not secret (a taken name is retried; see createLocked).
-  const hi = (Math.random() * 0x100000000) >>> 0;
-  const lo = (Math.random() * 0x100000000) >>> 0;
-  return hi.toString(36) + lo.toString(36).padStart(7, '0');
+  // collide, not secret (a taken name is retried; see createLocked). Same
+  // format as before: a 64-bit number in base 36 (naming.ts).
+  const hi = BigInt((Math.random() * 0x100000000) >>> 0);
+  const lo = BigInt((Math.random() * 0x100000000) >>> 0);
+  return ((hi << 32n) | lo).toString(36);
 }
 
 /**
