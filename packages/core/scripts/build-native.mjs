@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Compiles the kernel-lock addon, native/xlock.c, with the C compiler directly
+// Compiles the kernel-lock addon, native/*.c, with the C compiler directly
 // (no node-gyp: it downloads headers it cannot find offline, and a
 // binding.gyp at the package root makes npm add an install script).
 //
@@ -9,7 +9,7 @@
 //   node scripts/build-native.mjs --prebuild  every published target ->
 //        [--out <dir>]                         prebuilds/<platform>-<arch>/xlock.<libc>.node
 //
-// One N-API version (NAPI_VERSION in xlock.c) serves every Node release. The
+// One N-API version (NAPI_VERSION in xlock.h) serves every Node release. The
 // published targets and their toolchains (Debian: gcc-aarch64-linux-gnu,
 // musl-tools) are listed in `targets` below; the loader that picks one is
 // src/platform/native.ts, and docs/installing.md says what users get.
@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const pkg = dirname(dirname(fileURLToPath(import.meta.url)));
-const source = join(pkg, 'native', 'xlock.c');
+// xlock.c (primitives, module), wait.c (pooled waits), pidwatch.c; xlock.h joins them.
+const sources = ['xlock.c', 'wait.c', 'pidwatch.c'].map((f) => join(pkg, 'native', f));
 const warnings = ['-Wall', '-Wextra', '-Wno-unused-parameter'];
 const common = ['-std=gnu11', '-O2', '-fPIC', '-fvisibility=hidden', ...warnings];
 
@@ -86,7 +87,7 @@ if (values.prebuild) {
       mkdirSync(join(out, t.dir), { recursive: true });
       const file = join(out, t.dir, `xlock.${t.libc}.node`);
       const link = t.link ? t.link(work) : [];
-      run(t.cc, [...common, ...t.flags, `-I${include}`, '-shared', '-o', file, source, ...link]);
+      run(t.cc, [...common, ...t.flags, `-I${include}`, '-shared', '-o', file, ...sources, ...link]);
       console.log(`@x/core: built ${file}`);
     }
   } finally {
@@ -97,5 +98,5 @@ if (values.prebuild) {
   mkdirSync(dirname(file), { recursive: true });
   // macOS resolves Node's symbols at load time only when told to.
   const shared = process.platform === 'darwin' ? ['-bundle', '-undefined', 'dynamic_lookup'] : ['-shared', '-pthread'];
-  run(process.env.CC || 'cc', [...common, `-I${include}`, ...shared, '-o', file, source]);
+  run(process.env.CC || 'cc', [...common, `-I${include}`, ...shared, '-o', file, ...sources]);
 }

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-/** The addon's surface (see native/xlock.c); results are `-errno` on failure. */
+/** The addon's surface (see native/xlock.h and the .c files beside it); results are `-errno` on failure. */
 export interface NativeAddon {
   readonly kind: 'ofd' | 'flock';
   open(path: string, flags: number, mode: number): number;

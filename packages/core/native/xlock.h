@@ -1,0 +1,66 @@
+/*
+ * xlock.h: what the files of the kernel-lock addon share (xlock.c: the
+ * lock primitives and the module; wait.c: blocking waits on pooled threads;
+ * pidwatch.c: watching a process for its exit). Every symbol is hidden
+ * (-fvisibility=hidden) but the module's registration.
+ */
+#ifndef XLOCK_H
+#define XLOCK_H
+#define _GNU_SOURCE
+#ifdef XLOCK_GLIBC_COMPAT
+#include "glibc-compat.h" /* prebuilds: load on every glibc Node supports */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#if defined(F_OFD_SETLK) && defined(F_OFD_SETLKW) && defined(F_OFD_GETLK)
+#define XLOCK_OFD 1
+#else
+#define XLOCK_OFD 0
+#endif
+
+/* Lock types, as the JS side passes them; XL_FLOCK may be or'ed into any. */
+enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
+
+#define PATH_BUF 4096
+
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_error(env, NULL, "xlock: N-API call failed: " #call);         \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+/* Shared by the files of the addon (xlock.c defines them). */
+napi_value make_int(napi_env env, int64_t v);
+int arg_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int32_t *out);
+int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i, char *buf);
+int set_lock(int fd, int type, int wait);
+
+/* wait.c: blocking waits on pooled threads. */
+napi_value js_wait(napi_env env, napi_callback_info info);
+napi_value js_cancel(napi_env env, napi_callback_info info);
+napi_value js_trim(napi_env env, napi_callback_info info);
+napi_value js_test_gap(napi_env env, napi_callback_info info);
+
+/* pidwatch.c: watching a process for its exit. */
+napi_value js_watch_pid(napi_env env, napi_callback_info info);
+napi_value js_unwatch_pid(napi_env env, napi_callback_info info);
+
+#endif
