@@ -59,7 +59,11 @@ static void pidwatch_cleanup_hook(void *arg);
 static void pidwatch_call_js(napi_env env, napi_value cb, void *context, void *data) {
   pidwatch *w = data;
   (void)context;
-  if (env == NULL) return; /* environment torn down: the cleanup hook joined it */
+  if (env == NULL) {
+    /* Environment torn down: the cleanup hook joined the thread; drop its report's reference. */
+    pidwatch_unref(w);
+    return;
+  }
   pidwatch_join(w);
   napi_remove_env_cleanup_hook(env, pidwatch_cleanup_hook, w);
   napi_value argv[1], undefined;
