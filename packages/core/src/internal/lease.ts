@@ -183,7 +183,12 @@ function claim(
     unlinkQuiet(name);
     return null;
   }
-  if (kernelLocked(aside)) {
+  const locked = kernelLocked(aside);
+  if (locked === 'gone') {
+    unlinkQuiet(name); // reclaimed by a process that holds the lease now: look again
+    return 'gone';
+  }
+  if (locked) {
     // A kernel acquirer took the dead lease's file (a shared lock writes no
     // record; a legacy pid file keeps its text): it is a kernel lock file now.
     // Checked after the rename, so no kernel lock can slip in unseen: one
@@ -201,13 +206,20 @@ function claim(
   return { name, aside };
 }
 
-/** Whether any kernel lock (fcntl, OFD or flock) is held on the file at `path`. */
-function kernelLocked(path: string): boolean {
-  const st = lstatSync(path, { bigint: true });
+/** Whether any kernel lock (fcntl, OFD or flock) is held on the file at `path`; 'gone' when it is not there. */
+function kernelLocked(path: string): boolean | 'gone' {
+  const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  if (st === undefined) return 'gone';
   const holders = kernelHolders(st.dev, st.ino);
   if (holders) return holders.length > 0;
   if (!addon) return false; // no /proc/locks and no addon: nothing can tell
-  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  let fd;
+  try {
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';
+    throw err;
+  }
   try {
     return addon.getlk(fd, LockType.Exclusive) !== 0;
   } finally {
