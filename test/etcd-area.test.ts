@@ -10,7 +10,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { EtcdLocks } from '@x/etcd';
-import { StagingArea } from '@x/staging';
+import { isLockError, StagingArea } from '@x/staging';
+import { aborted, rejectionOf } from './helpers/core-util.js';
 import { fixture, reapAll, start, type Child } from './helpers/child.js';
 import { startEtcd } from './helpers/etcd.js';
 import { haveTools } from './helpers/tools.js';
@@ -118,6 +119,32 @@ test.runIf(haveTools('etcd'))(
       await entry.cleanup();
     } finally {
       await locks.close();
+    }
+  },
+  60_000,
+);
+
+test.runIf(haveTools('etcd', 'etcdctl'))(
+  'an entry whose etcd lease was lost is never committed: ECOMPROMISED, dest not created, the tree left for recovery',
+  async () => {
+    await using etcd = await startEtcd(1);
+    await using dir = await tempDir();
+    const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/lost/', ttl: 2 });
+    try {
+      const area = await StagingArea.open(join(dir.path, 'staging'), { locks });
+      const entry = await area.create();
+      const probe = await locks.tryLock('probe'); // same session: aborts when the session's lease is lost
+      const leases = (await etcd.etcdctl('lease', 'list')).split('\n').filter((l) => /^[0-9a-f]+$/.test(l.trim()));
+      expect(leases.length).toBeGreaterThan(0);
+      for (const id of leases) await etcd.etcdctl('lease', 'revoke', id.trim());
+      await aborted(probe.signal);
+      const dest = join(dir.path, 'artifact');
+      const err = await rejectionOf(entry.commit(dest));
+      expect(isLockError(err, 'ECOMPROMISED'), String(err)).toBe(true);
+      expect(existsSync(dest)).toBe(false);
+      expect(existsSync(entry.path)).toBe(true);
+    } finally {
+      await locks.close().catch(() => undefined);
     }
   },
   60_000,
