@@ -18,7 +18,7 @@ import type { StagingEntry } from './area.js';
 import { asError, checkObject, checkSignal, fenceOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
 import { classify, LOCK_PREFIX } from './naming.js';
 import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
-import type { RecoverProgress, RecoverReport } from './sweep.js';
+import { progressOf, type RecoverProgress, type RecoverReport } from './sweep.js';
 
 /**
  * What a staging area needs of a lock service to keep entry ownership in it:
@@ -156,13 +156,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
           report.errors.push({ path, error: asError(err) });
         }
         report.scanned++;
-        onProgress?.({
-          scanned: report.scanned,
-          removed: report.removed,
-          live: report.live,
-          bytesFreed: report.bytesFreed,
-          errors: report.errors.length,
-        });
+        onProgress?.(progressOf(report));
       }
       signal?.throwIfAborted();
       return report;

@@ -36,6 +36,12 @@ export interface RecoverProgress {
   errors: number;
 }
 
+/** The running counts of a report, as `onProgress` receives them (whichever ownership swept). */
+export function progressOf(report: RecoverReport): RecoverProgress {
+  const { scanned, removed, live, bytesFreed } = report;
+  return { scanned, removed, live, bytesFreed, errors: report.errors.length };
+}
+
 /** Options of {@link StagingArea.recover}. */
 export interface RecoverOptions {
   /** Report what would be reclaimed; delete nothing and create no lock file. @defaultValue `false` */
@@ -147,13 +153,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
       report.removed++;
       report.bytesFreed += outcome.bytes;
     } else report.errors.push({ path: outcome.path, error: outcome.error });
-    (onProgress as ((p: RecoverProgress) => void) | undefined)?.({
-      scanned: report.scanned,
-      removed: report.removed,
-      live: report.live,
-      bytesFreed: report.bytesFreed,
-      errors: report.errors.length,
-    });
+    (onProgress as ((p: RecoverProgress) => void) | undefined)?.(progressOf(report));
   }
   signal?.throwIfAborted();
   return report;
