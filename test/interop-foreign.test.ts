@@ -9,12 +9,11 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import { lock, readOwner, tryLock } from '@x/core';
 import { reapAll } from './helpers/child.js';
-import { tempDir, type TempDir } from './helpers/tmp.js';
-import { haveTools } from './helpers/tools.js';
-import { buildCsHelper, goChild } from './helpers/interop.js';
+import { tempDir } from './helpers/tmp.js';
+import { goChild, useCsHelper } from './helpers/interop.js';
 
 afterEach(reapAll);
 
@@ -83,22 +82,15 @@ for (const backend of ['kernel', 'flock'] as const) {
 }
 
 describe("containers/storage's own lock code", () => {
-  let dir: TempDir | undefined;
-  let helper = '';
-  const go = haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile');
-  beforeAll(async () => {
-    if (!go) return;
-    dir = await tempDir();
-    helper = await buildCsHelper(dir.path);
-  });
-  afterAll(() => dir?.[Symbol.asyncDispose]());
+  const cs = useCsHelper();
+  const go = cs.enabled;
 
   test.skipIf(!go)(
     "Go's Modified() sees no change after we lock and release its lock file (podman's last-writer token)",
     async () => {
       await using d = await tempDir();
       const p = join(d.path, 'storage.lock');
-      const { child, first } = await goChild(helper, 'touch', p);
+      const { child, first } = await goChild(cs.path, 'touch', p);
       expect(first).toBe('touched');
       const token = readFileSync(p);
       expect(token.length).toBe(64);

@@ -12,35 +12,27 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import { lock, readOwner, tryLock } from '@x/core';
 import { StagingArea } from '@x/staging';
 import { staleEntry, worker } from './helpers/area.js';
 import { reapAll } from './helpers/child.js';
 import { track, within } from './helpers/core-util.js';
-import { blockedWaiter, buildCsHelper, goChild } from './helpers/interop.js';
-import { tempDir, type TempDir } from './helpers/tmp.js';
-import { haveTools } from './helpers/tools.js';
+import { blockedWaiter, goChild, useCsHelper } from './helpers/interop.js';
+import { tempDir } from './helpers/tmp.js';
 
 afterEach(reapAll);
 
 const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
 
-const go = haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile');
-let build: TempDir | undefined;
-let helper = '';
-beforeAll(async () => {
-  if (!go) return;
-  build = await tempDir();
-  helper = await buildCsHelper(build.path);
-});
-afterAll(() => build?.[Symbol.asyncDispose]());
+const cs = useCsHelper();
+const go = cs.enabled;
 
 describe.skipIf(!go)("containers/storage's pkg/lockfile", () => {
   test('a Go Lock() excludes our exclusive and shared locks, naming its pid; we get it after Unlock', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'storage.lock');
-    const { child, first } = await goChild(helper, 'hold', p, 'ex');
+    const { child, first } = await goChild(cs.path, 'hold', p, 'ex');
     expect(first).toBe('acquired');
     await expect(tryLock(p)).rejects.toMatchObject({ code: 'ELOCKED', owner: { pid: child.proc.pid } });
     await expect(tryLock(p, { shared: true })).rejects.toMatchObject({ code: 'ELOCKED' });
@@ -51,7 +43,7 @@ describe.skipIf(!go)("containers/storage's pkg/lockfile", () => {
   test('a Go RLock() shares with our shared lock and excludes our exclusive lock', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'storage.lock');
-    const { child, first } = await goChild(helper, 'hold', p, 'sh');
+    const { child, first } = await goChild(cs.path, 'hold', p, 'sh');
     expect(first).toBe('acquired');
     const ours = await tryLock(p, { shared: true });
     await expect(tryLock(p)).rejects.toMatchObject({ code: 'ELOCKED' });
@@ -65,11 +57,11 @@ describe.skipIf(!go)("containers/storage's pkg/lockfile", () => {
     const p = join(d.path, 'storage.lock');
     const held = await tryLock(p);
     for (const mode of ['ex', 'sh']) {
-      const { child, first } = await goChild(helper, 'try', p, mode);
+      const { child, first } = await goChild(cs.path, 'try', p, mode);
       expect(first, mode).toBe('busy');
       await child.finish();
     }
-    const { child, first } = await goChild(helper, 'wait', p, 'ex');
+    const { child, first } = await goChild(cs.path, 'wait', p, 'ex');
     expect(first).toBe('waiting');
     await blockedWaiter(p);
     await held.release();
@@ -82,16 +74,16 @@ describe.skipIf(!go)("containers/storage's pkg/lockfile", () => {
     const p = join(d.path, 'storage.lock');
     writeFileSync(p, '');
     await using _held = await tryLock(p, { shared: true });
-    const reader = await goChild(helper, 'try', p, 'sh');
+    const reader = await goChild(cs.path, 'try', p, 'sh');
     expect(reader.first).toBe('acquired');
-    const writer = await goChild(helper, 'try', p, 'ex');
+    const writer = await goChild(cs.path, 'try', p, 'ex');
     expect(writer.first).toBe('busy');
   });
 
   test('a SIGKILLed Go holder hands the lock to our waiting lock() at once', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'storage.lock');
-    const { child, first } = await goChild(helper, 'hold', p, 'ex');
+    const { child, first } = await goChild(cs.path, 'hold', p, 'ex');
     expect(first).toBe('acquired');
     const waiting = lock(p, { timeout: 20_000 });
     const state = track(waiting);
@@ -110,14 +102,14 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
     const root = join(d.path, 'staging');
     const area = await StagingArea.open(root);
     // containers/storage: a live entry (held by Go) and a stale one (its Go writer SIGKILLed).
-    const liveGo = await goChild(helper, 'tempdir', root);
+    const liveGo = await goChild(cs.path, 'tempdir', root);
     const liveId = liveGo.first.replace(/^acquired /, '');
-    const staleGo = await goChild(helper, 'tempdir', root);
+    const staleGo = await goChild(cs.path, 'tempdir', root);
     const staleId = staleGo.first.replace(/^acquired /, '');
     staleGo.child.proc.kill('SIGKILL');
     await staleGo.child.reap();
     // A Go writer in our layout (lock-<id> + <id>/), live.
-    const goInOurs = await goChild(helper, 'tempdir', root, 'xstage');
+    const goInOurs = await goChild(cs.path, 'tempdir', root, 'xstage');
     const goInOursId = goInOurs.first.replace(/^acquired /, '');
     // Ours: a live entry in another process, and a stale one.
     const { child: ourWriter, entry: ourLive } = await worker(root, 'cleanup');
@@ -181,12 +173,12 @@ describe.skipIf(!go)("containers/storage's own recovery (RecoverStaleDirs) in a 
     const area = await StagingArea.open(root);
     const { child: ourWriter, entry: ourLive } = await worker(root, 'cleanup');
     const ourStale = await staleEntry(root, 'SIGKILL');
-    const staleGo = await goChild(helper, 'tempdir', root);
+    const staleGo = await goChild(cs.path, 'tempdir', root);
     const staleId = staleGo.first.replace(/^acquired /, '');
     staleGo.child.proc.kill('SIGKILL');
     await staleGo.child.reap();
 
-    const rec = await goChild(helper, 'recover', root);
+    const rec = await goChild(cs.path, 'recover', root);
     expect(rec.first).toBe('recovered 2'); // its own stale entry and our stale lock file
     expect(existsSync(ourLive.lockPath)).toBe(true); // our OFD lock excluded its fcntl try
     expect(existsSync(ourLive.path)).toBe(true);

@@ -9,28 +9,21 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { afterEach, expect, test } from 'vitest';
 import { holder, reapAll, start } from './helpers/child.js';
-import { buildCsHelper, goChild } from './helpers/interop.js';
-import { tempDir, type TempDir } from './helpers/tmp.js';
+import { goChild, useCsHelper } from './helpers/interop.js';
+import { tempDir } from './helpers/tmp.js';
 import { haveTools } from './helpers/tools.js';
 
 afterEach(reapAll);
 
 const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
 const tools = haveTools('flock', 'python3');
-const go = haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile');
-let build: TempDir | undefined;
-let helper = '';
-beforeAll(async () => {
-  if (!go) return;
-  build = await tempDir();
-  helper = await buildCsHelper(build.path);
-});
-afterAll(() => build?.[Symbol.asyncDispose]());
+const cs = useCsHelper();
+const go = cs.enabled;
 
 interface Status {
   state: string;
@@ -106,7 +99,7 @@ test.skipIf(!tools)('flock(1) -s readers: held shared, each named', async () => 
 test.skipIf(!go)("a Go RLock(): held shared by the Go process's pid", async () => {
   await using d = await tempDir();
   const p = join(d.path, 'storage.lock');
-  const { child, first } = await goChild(helper, 'hold', p, 'sh');
+  const { child, first } = await goChild(cs.path, 'hold', p, 'sh');
   expect(first).toBe('acquired');
   const { json } = status(p);
   expect(json).toMatchObject({ state: 'held', pid: child.proc.pid, shared: true });

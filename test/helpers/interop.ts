@@ -5,11 +5,15 @@
  * file (blockedWaiter, the handshake for "it waits", lives in proclocks.ts).
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
 import { start, type Child } from './child.js';
+import { tempDir, type TempDir } from './tmp.js';
+import { haveTools } from './tools.js';
 
 const run = promisify(execFile);
 
@@ -35,6 +39,27 @@ export async function buildCsHelper(dir: string): Promise<string> {
     },
   });
   return out;
+}
+
+/**
+ * For a test file (or describe block) using cshelper: whether Go and
+ * Debian's containers/storage sources are here (a missing `go` fails in CI,
+ * see tools.ts), and hooks that build it into a temp dir before the tests
+ * and remove it after. `path` is set once the build is done.
+ */
+export function useCsHelper(): { readonly enabled: boolean; path: string } {
+  const cs = {
+    enabled: haveTools('go') && existsSync('/usr/share/gocode/src/github.com/containers/storage/pkg/lockfile'),
+    path: '',
+  };
+  let dir: TempDir | undefined;
+  beforeAll(async () => {
+    if (!cs.enabled) return;
+    dir = await tempDir();
+    cs.path = await buildCsHelper(dir.path);
+  });
+  afterAll(() => dir?.[Symbol.asyncDispose]());
+  return cs;
 }
 
 /** Starts `cshelper <args>` and waits for its first line. */
