@@ -62,7 +62,8 @@ describe('lease backend', () => {
     const line = await parent.line();
     expect(line).toMatch(/^zombie \d+$/);
     const pid = Number(line.split(' ')[1]);
-    expect(isProcessAlive(pid)).toBe(true); // kill(pid, 0) still succeeds on a zombie
+    // kill(pid, 0) still succeeds on a zombie, but it holds nothing and can never renew a lease
+    expect(isProcessAlive(pid)).toBe(false);
     expect((await readOwner(p))?.pid).toBe(pid);
     const held = await tryLock(p, { backend: 'lease' });
     expect((await readOwner(p))?.pid).toBe(process.pid);

@@ -1,4 +1,5 @@
-import { selfIdentity, type LockOwner } from './owner.js';
+import type { LockOwner } from './owner.js';
+import { holderLiveness } from './internal/identity.js';
 
 /**
  * The codes a {@link LockError} can carry.
@@ -99,21 +100,13 @@ function duration(ms: number): string {
  * @internal
  */
 export function lockedError(path: string, owner: LockOwner | null | undefined): LockError {
-  const me = selfIdentity();
   const details: string[] = [];
   if (owner?.backend) details.push(owner.backend);
   if (owner?.startedAt !== undefined) details.push(`held ${duration(Math.max(0, Date.now() - owner.startedAt))}`);
   const tail = details.length > 0 ? ` (${details.join(', ')})` : '';
   let who: string;
   if (!owner?.pid) who = 'is locked by another holder';
-  else if (
-    owner.pid === process.pid &&
-    // Our own record says host and pid namespace; a pid the kernel reported
-    // (no record: no version, no age) is in our namespace. A legacy pid file
-    // naming our number may come from anywhere.
-    (owner.version !== undefined ? owner.hostname === me.hostname && owner.pidNs === me.pidNs : owner.age === undefined)
-  ) {
-    who = 'is held by this process';
-  } else who = `is locked by pid ${owner.pid}${owner.hostname ? ` on ${owner.hostname}` : ''}`;
+  else if (holderLiveness(owner) === 'self') who = 'is held by this process';
+  else who = `is locked by pid ${owner.pid}${owner.hostname ? ` on ${owner.hostname}` : ''}`;
   return new LockError('ELOCKED', path, `'${path}' ${who}${tail}`, { owner });
 }

@@ -19,10 +19,10 @@
  * "pid hostname" text files of nftban and Julia's Pidfile.
  */
 import { open } from 'node:fs/promises';
-import { constants as fsc, readFileSync, readlinkSync } from 'node:fs';
-import { hostname as osHostname } from 'node:os';
+import { constants as fsc } from 'node:fs';
 import { addon, LockType } from './platform/native.js';
 import { kernelHolders, fdHolderPids } from './internal/proclocks.js';
+import { holderLiveness, selfIdentity } from './internal/identity.js';
 
 /**
  * The first bytes of every owner record we write (version 1): a non-empty
@@ -102,59 +102,6 @@ export interface LockOwner {
    * by both.
    */
   fdPids?: number[] | undefined;
-}
-
-function readOr(read: () => string): string | undefined {
-  try {
-    return read().trim();
-  } catch {
-    return undefined;
-  }
-}
-
-/** What /proc/<pid>/stat says of a process: its state letter and start time. */
-export interface ProcStat {
-  /** `R`, `S`, `D`, `T`, `Z` (zombie), `X` (dead)... */
-  readonly state: string;
-  /** Start time in clock ticks since boot (field 22). */
-  readonly startTicks: number | undefined;
-}
-
-/** @returns the process's state and start time, or undefined when /proc has no such process. */
-export function procStat(pid: number): ProcStat | undefined {
-  const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  if (!stat) return undefined;
-  // comm (field 2) may contain spaces and parentheses: split after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[19]);
-  return { state: fields[0] ?? '', startTicks: Number.isSafeInteger(ticks) ? ticks : undefined };
-}
-
-/** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat). */
-let selfTicks: number | undefined;
-export function processStartTicks(pid: number): number | undefined {
-  if (pid === process.pid && selfTicks !== undefined) return selfTicks;
-  const ticks = procStat(pid)?.startTicks;
-  if (pid === process.pid) selfTicks = ticks;
-  return ticks;
-}
-
-/** This host's and process's identity, read once. */
-export interface Identity {
-  readonly hostname: string;
-  readonly bootId: string | undefined;
-  readonly pidNs: string | undefined;
-}
-
-let identity: Identity | undefined;
-/** @returns this process's host identity (cached). */
-export function selfIdentity(): Identity {
-  identity ??= {
-    hostname: osHostname(),
-    bootId: readOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8')),
-    pidNs: readOr(() => readlinkSync('/proc/self/ns/pid')),
-  };
-  return identity;
 }
 
 /** Builds a record; fields that are undefined are left out. */
@@ -253,15 +200,20 @@ export function judgeKernelOwner(
   const shared = holders.length > 0 ? holders.every((h) => h.shared) : undefined;
   const pid = record?.pid;
   // The recorded process must be alive: a flock line keeps the pid of a
-  // taker that may have exited after passing its descriptor on.
+  // taker that may have exited after passing its descriptor on. Only our own
+  // records can name an OFD holder (the kernel gives no pid for it): a legacy
+  // pid file belongs to another program, which never holds an OFD lock on it.
   const named =
     pid !== undefined &&
-    (holders.some((h) => h.pid === pid) || holders.some((h) => h.kind === 'ofd' && !h.shared)) &&
-    isProcessAlive(pid, record?.hostname);
+    (holders.some((h) => h.pid === pid) ||
+      (record!.version !== undefined && holders.some((h) => h.kind === 'ofd' && !h.shared))) &&
+    holderLiveness(record) !== 'dead';
   if (named) return { ...record, held: true, shared, holders };
   // A flock(2) lock keeps the pid of the process that took it, which may have
   // exited after handing its descriptor on (`exec 9>L; flock -n 9`): not named.
-  const first = holders.find((h) => h.pid !== undefined && isProcessAlive(h.pid))?.pid ?? (getlkPid > 0 ? getlkPid : undefined);
+  const first =
+    holders.find((h) => h.pid !== undefined && holderLiveness({ pid: h.pid }) !== 'dead')?.pid ??
+    (getlkPid > 0 ? getlkPid : undefined);
   return { pid: first, held: true, shared, holders };
 }
 
@@ -313,7 +265,7 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
     const owner = parseRecord(buf.toString('utf8', 0, bytesRead), Number(st.mtimeMs));
     if (owner?.backend === 'lease') {
       const expired = owner.leaseMs !== undefined && owner.age !== undefined && owner.age > owner.leaseMs;
-      const alive = owner.pid === undefined || isProcessAlive(owner.pid, owner.hostname);
+      const alive = holderLiveness(owner) !== 'dead';
       return { ...owner, held: alive && !expired };
     }
     if (!addon) return owner;
@@ -336,13 +288,16 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
 }
 
 /**
- * Whether a process is running, conservatively.
+ * Whether a process is running, conservatively: whether it could hold a lock.
  *
- * @remarks Only `ESRCH` proves a process dead: `EPERM` (someone else's
- * process) counts as alive. A `hostname` other than this host's means "alive"
- * (we cannot see it). Pid 0, negative numbers, non-integers and values beyond
- * 2^31-1 are not processes (`process.kill(0)` would probe our own process
- * group), so they give `false`. A zombie counts as alive until it is reaped.
+ * @remarks Only proof makes a process dead: `ESRCH`, or a zombie whose
+ * threads have all exited (it holds no lock and can never renew one, whether
+ * or not its parent reaps it). `EPERM` (someone else's process) counts as
+ * alive. A `hostname` other than this host's means "alive" (we cannot see
+ * it). Pid 0, negative numbers, non-integers and values beyond 2^31-1 are not
+ * processes (`process.kill(0)` would probe our own process group), so they
+ * give `false`. The same judgement decides every takeover and every "held by
+ * this process" in `ELOCKED` (docs/interop.md, "Is the holder alive").
  *
  * @param pid - the process id
  * @param hostname - the host the pid belongs to; omitted means this host
@@ -360,11 +315,5 @@ export function isProcessAlive(pid: number, hostname?: string): boolean {
     throw new TypeError(`Expected \`hostname\` to be a string, got \`${String(hostname)}\` (${typeof hostname})`);
   }
   if (!Number.isSafeInteger(pid) || pid <= 0 || pid > 0x7fffffff) return false;
-  if (hostname !== undefined && hostname !== '' && hostname !== selfIdentity().hostname) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
+  return holderLiveness({ pid, hostname: hostname === '' ? undefined : hostname }) !== 'dead';
 }

@@ -11,15 +11,8 @@ import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import {
-  isProcessAlive,
-  formatRecord,
-  judgeKernelOwner,
-  parseRecord,
-  processStartTicks,
-  RECORD_PREFIX,
-  type LockOwner,
-} from '../owner.js';
+import { formatRecord, judgeKernelOwner, parseRecord, RECORD_PREFIX, type LockOwner } from '../owner.js';
+import { holderLiveness, processStartTicks } from './identity.js';
 import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
@@ -69,7 +62,7 @@ export function ownerOf(fd: number, type: LockType): LockOwner | undefined {
     // it only when F_OFD_GETLK and the record cannot name the holder (a
     // sweep meets an ELOCKED per live entry; thousands of them must not each
     // read the whole list). A POSIX holder is named by F_OFD_GETLK itself.
-    const recordNames = record?.pid !== undefined && isProcessAlive(record.pid, record.hostname);
+    const recordNames = record?.pid !== undefined && record.version !== undefined && holderLiveness(record) !== 'dead';
     if (flock || getlk === -2 || (getlk === -1 && !recordNames)) holders = kernelHolders(st.dev, st.ino);
   } catch {
     // write-only or vanished: the owner stays unknown

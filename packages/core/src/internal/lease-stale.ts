@@ -5,8 +5,9 @@
  * start time), or the file stayed unchanged for the lease length measured on
  * the observer's own monotonic clock since it first saw that state.
  */
-import { closeSync, constants as fsc, fstatSync, openSync, readFileSync, readSync, type Stats } from 'node:fs';
-import { parseRecord, procStat, selfIdentity, type LockOwner } from '../owner.js';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { parseRecord, type LockOwner } from '../owner.js';
+import { holderLiveness } from './identity.js';
 import { withPath } from './oserror.js';
 import type { Checked } from './options.js';
 
@@ -44,51 +45,13 @@ export function inspect(path: string): { st: Stats; owner: LockOwner | null } | 
   }
 }
 
-/** The recorded owner's pid when it is a process of this host, boot and pid namespace. */
-export function localPid(owner: LockOwner | null): number | undefined {
-  if (!owner?.pid) return undefined;
-  const me = selfIdentity();
-  if (owner.hostname !== me.hostname || !owner.bootId || owner.bootId !== me.bootId) return undefined;
-  if (!owner.pidNs || owner.pidNs !== me.pidNs) return undefined;
-  return owner.pid;
-}
-
-/** The number of threads of a process (/proc/<pid>/status), or undefined. */
-function threadCount(pid: number): number | undefined {
-  try {
-    const m = /^Threads:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Proof that the recorded owner cannot be holding the lease any more. */
-function provablyDead(owner: LockOwner | null): boolean {
-  const pid = localPid(owner);
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-  // Alive (or EPERM). A zombie can never renew its lease; a different start
-  // time proves the pid was reused.
-  const stat = procStat(pid);
-  if (stat === undefined) return false;
-  // /proc/<pid>/stat shows the main thread: a process whose main thread
-  // exited while others run reads `Z` too, so only a lone thread counts.
-  if ((stat.state === 'Z' || stat.state === 'X') && threadCount(pid) === 1) return true;
-  return owner!.startTicks !== undefined && stat.startTicks !== undefined && stat.startTicks !== owner!.startTicks;
-}
-
 /**
  * Judges the lease at `path`: 'stale' (with the state judged), or 'held'.
  * The observer's monotonic clock runs from the first time it saw this exact
  * state of the file.
  */
 export function judge(path: string, seen: { st: Stats; owner: LockOwner | null }, o: Checked): boolean {
-  if (provablyDead(seen.owner)) return true;
+  if (holderLiveness(seen.owner) === 'dead') return true;
   const key = stateKey(seen.st);
   const now = performance.now();
   const prev = observations.get(path);

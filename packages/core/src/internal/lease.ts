@@ -61,10 +61,11 @@ import {
 import { randomBytes } from 'node:crypto';
 import { basename, dirname } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import { formatRecord, parseRecord, processStartTicks, type LockOwner } from '../owner.js';
+import { formatRecord, parseRecord, type LockOwner } from '../owner.js';
+import { localPid, processStartTicks } from './identity.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
-import { DEFAULT_STALE_AFTER, forget, inspect, judge, localPid, stateKey } from './lease-stale.js';
+import { DEFAULT_STALE_AFTER, forget, inspect, judge, stateKey } from './lease-stale.js';
 import { SideFiles, unlinkQuiet } from './lease-sides.js';
 import { withPath } from './oserror.js';
 import { kernelHolders } from './proclocks.js';
