@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { EtcdLocks } from '@x/etcd';
 import { isLockError, StagingArea } from '@x/staging';
-import { aborted, rejectionOf } from './helpers/core-util.js';
+import { aborted, exited, rejectionOf } from './helpers/core-util.js';
 import { fixture, reapAll, start, type Child } from './helpers/child.js';
 import { startEtcd } from './helpers/etcd.js';
 import { haveTools } from './helpers/tools.js';
@@ -74,7 +74,9 @@ test.runIf(haveTools('etcd', 'unshare') && root)(
       // Host b's writer dies without a word; its entry is reclaimed once its
       // lease has expired in etcd (waited for by looking at etcd, not a clock).
       b.proc.kill('SIGKILL');
-      await b.reap();
+      // Not reap(): it would close the writer's stdin, which (if it won the
+      // race with the kernel's SIGKILL) makes the writer clean up after all.
+      await exited(b.proc);
       while ((await observer.list()).some((h) => h.name === idB)) await new Promise((r) => setTimeout(r, 50));
       const after = await recoverOn('host-a', common);
       expect(after.report).toMatchObject({ removed: 1, live: 1, errors: [] });
