@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { isLockError, lock, readOwner, tryLock, withLock } from '@x/core';
 import { holder, pyLockf, reapAll, start } from './helpers/child.js';
+import { blockedWaiter } from './helpers/proclocks.js';
 import { tempDir } from './helpers/tmp.js';
 import { aborted, exited, idleChild, lockErrorOf, osErrorOf, within } from './helpers/core-util.js';
 
@@ -53,9 +54,9 @@ describe('removeOnRelease', () => {
     const p = join(d.path, 'x.lock');
     const held = await tryLock(p, { ...kernel, removeOnRelease: true });
     const waiter = holder('lock', p, kernel);
-    // Most likely the child is blocked on the old file by now; if not, it
-    // simply finds the new one. Either way it must hold what is at the path.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The child is blocked on the old file, which the release deletes: it
+    // must end up holding what is at the path.
+    await blockedWaiter(p);
     await held.release();
     const { child, first } = await within(waiter, 15_000, 'the waiting child');
     expect(first).toMatch(/^acquired /);
@@ -145,7 +146,7 @@ describe('shared locks', () => {
     const { child } = await holder('tryLock', p, kernel);
     expect((await lockErrorOf(tryLock(p, shared))).code).toBe('ELOCKED');
     const waiting = lock(p, { ...shared, timeout: 30_000 });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await blockedWaiter(p);
     expect(await child.finish()).toBe(0);
     const held = await within(waiting, 15_000, 'shared lock() after the exclusive holder');
     expect(await pyTry(p)).toBe('busy');

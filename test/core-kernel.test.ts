@@ -13,6 +13,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { kernelLocks, lock, readOwner, tryLock, withLock } from '@x/core';
 import { hooks } from '@x/core/testing';
 import { fixture, holder, pyLockf, reapAll, start, type Child } from './helpers/child.js';
+import { blockedWaiter } from './helpers/proclocks.js';
 import { tempDir } from './helpers/tmp.js';
 import {
   abortListeners,
@@ -72,7 +73,7 @@ describe('classic POSIX holders (python fcntl.lockf)', () => {
     expect(first).toBe('acquired');
     const waiting = lock(p, kernel);
     const state = track(waiting);
-    await tick(100);
+    await blockedWaiter(p);
     expect(state.settled).toBe(false);
     await child.finish();
     const held = await within(waiting, 15_000, 'lock() after python released');
@@ -101,7 +102,7 @@ describe('child processes and worker threads', () => {
     expect((await holder('tryLock', p, kernel)).first).toBe('error ELOCKED');
     const waiting = lock(p, kernel);
     const state = track(waiting);
-    await tick(50);
+    await blockedWaiter(p);
     expect(state.settled).toBe(false);
     await w.release();
     const held = await within(waiting, 15_000, 'lock() after the worker released');
@@ -114,7 +115,7 @@ describe('child processes and worker threads', () => {
     const held = await tryLock(p, kernel);
     const w = lockWorker('wait', p, kernel);
     expect(await within(w.next(), 10_000, 'worker lock()')).toBe('waiting');
-    await tick(30); // let its wait reach the kernel
+    await blockedWaiter(p); // its wait has reached the kernel
     await within(w.worker.terminate(), 10_000, 'worker.terminate()');
     expect(await pyTry(p)).toBe('busy');
     await held.release();
@@ -141,7 +142,7 @@ describe('child processes and worker threads', () => {
     const { child, first } = await holder('tryLock', p, kernel);
     expect(first).toMatch(/^acquired /);
     const waiting = lock(p, kernel);
-    await tick(30);
+    await blockedWaiter(p);
     child.proc.kill('SIGKILL');
     const held = await within(waiting, 10_000, 'lock() after the holder was killed');
     expect(await pyTry(p)).toBe('busy');
@@ -223,7 +224,7 @@ describe('the unlink race (SPEC 3.3 item 2: re-check the inode after locking)', 
       );
       expect(first).toBe('reopened');
       // ...and wait there while C holds it.
-      await tick(100);
+      await blockedWaiter(p);
       expect(bState.settled).toBe(false);
       expect(await pyTry(p)).toBe('busy');
       await c.release();
@@ -310,7 +311,7 @@ describe('waits stay off the threadpool (SPEC 3.3 item 4)', () => {
     expect(first).toMatch(/^acquired /);
     const waiters = start(process.execPath, [fixture('core-waiters.mjs'), 'abort', JSON.stringify(kernel), ...paths]);
     expect(await waiters.line()).toBe('waiting');
-    await tick(50);
+    for (const q of paths) await blockedWaiter(q);
     waiters.proc.stdin!.end(); // abort them all
     expect(await within(waiters.line(), 10_000, 'the aborted waits')).toBe(
       `done ${JSON.stringify({ ok: 16, wrong: 0, listeners: 0 })}`,
@@ -329,7 +330,7 @@ describe('waits stay off the threadpool (SPEC 3.3 item 4)', () => {
     expect(first).toMatch(/^acquired /);
     const waiters = start(process.execPath, [fixture('core-waiters.mjs'), 'acquire', JSON.stringify(kernel), ...paths]);
     expect(await waiters.line()).toBe('waiting');
-    await tick(50);
+    for (const q of paths) await blockedWaiter(q);
     expect(await owner.finish()).toBe(0);
     expect(await within(waiters.line(), 10_000, 'the served waits')).toBe(
       `done ${JSON.stringify({ ok: 16, wrong: 0, listeners: 0 })}`,

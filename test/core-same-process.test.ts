@@ -10,6 +10,7 @@ import { afterEach, expect, test, vi } from 'vitest';
 import { lock, tryLock, withLock, type FileLock } from '@x/core';
 import { hooks } from '@x/core/testing';
 import { holder, reapAll } from './helpers/child.js';
+import { blockedWaiter } from './helpers/proclocks.js';
 import { tempDir } from './helpers/tmp.js';
 import { lockErrorOf, rejectionOf, tick, track, within } from './helpers/core-util.js';
 
@@ -46,7 +47,7 @@ test('lock() waiters of one process are served in call order', async () => {
       await held.release();
     }),
   );
-  await tick(30);
+  await blockedWaiter(p); // the head of the queue; the others wait behind it in-process
   expect(order).toEqual([]);
   await first.release();
   await within(Promise.all(waits), 15_000, 'the queued waiters');
@@ -78,9 +79,11 @@ test('call order wins even when the first waiter reaches the kernel last', async
     const waits = [take(0)];
     await within(reached, 5_000, 'waiter 0 reaching afterOpen');
     for (let i = 1; i < 5; i++) waits.push(take(i));
-    await tick(50); // later waiters that skipped the queue would be blocked in the kernel by now
-    resume();
+    // Not a handshake: time for a bug to show (later waiters that skipped the
+    // queue would be blocked in the kernel by now).
     await tick(50);
+    resume();
+    await blockedWaiter(p); // waiter 0 has reached the kernel
     await first.release();
     await within(Promise.all(waits), 15_000, 'the queued waiters');
     expect(order).toEqual([0, 1, 2, 3, 4]);
