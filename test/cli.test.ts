@@ -86,6 +86,8 @@ const ENTRY_KEYS = [
   'holders',
 ].sort();
 const ROOT_KEYS = ['kind', 'root', 'entries', 'held', 'stale', 'unknown'].sort();
+/** The owner fields of `status --json` for a lock file or entry that names no one. */
+const NO_OWNER = { pid: null, hostname: null, backend: null, age: null, startedAt: null, shared: null, holders: null };
 const RECOVER_KEYS = ['root', 'dryRun', 'scanned', 'removed', 'live', 'bytesFreed', 'elapsedMs', 'errors', 'skipped'].sort();
 
 describe('run', () => {
@@ -271,13 +273,7 @@ describe('status', () => {
       kind: 'lock',
       path: gone,
       state: 'missing',
-      pid: null,
-      hostname: null,
-      backend: null,
-      age: null,
-      startedAt: null,
-      shared: null,
-      holders: null,
+      ...NO_OWNER,
     });
     expect(existsSync(gone)).toBe(false);
   });
@@ -322,13 +318,7 @@ describe('status', () => {
       lockPath: join(root, 'lock-orphan'),
       hasDir: true,
       state: 'missing',
-      pid: null,
-      hostname: null,
-      backend: null,
-      age: null,
-      startedAt: null,
-      shared: null,
-      holders: null,
+      ...NO_OWNER,
     });
     // The text form lists the same entries.
     const text = await xstage('status', root);

@@ -18,6 +18,14 @@ import { haveTools } from './helpers/tools.js';
 const noAddon = { XLOCK_ADDON: '/nonexistent/xlock.node' };
 const kernel = { backend: 'kernel' } as const;
 
+/** Leaves at `p` the lease file of a holder (a process without the addon) that was SIGKILLed. */
+async function deadLease(p: string): Promise<void> {
+  const h = await holder('tryLock', p, { backend: 'lease' }, noAddon);
+  expect(h.first).toMatch(/^acquired/);
+  h.child.proc.kill('SIGKILL');
+  await h.child.reap();
+}
+
 afterEach(reapAll);
 
 /** Runs a snippet in a child without the addon; resolves its stdout. */
@@ -100,10 +108,7 @@ describe('a lease holder without the addon and a kernel acquirer', () => {
   test("a SIGKILLed lease holder's file is taken by a kernel acquirer at once (its death is proven)", async () => {
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');
-    const h = await holder('tryLock', p, { backend: 'lease' }, noAddon);
-    expect(h.first).toMatch(/^acquired/);
-    h.child.proc.kill('SIGKILL');
-    await h.child.reap();
+    await deadLease(p);
     const held = await tryLock(p, kernel);
     expect(JSON.parse(readFileSync(p, 'utf8').split('\n')[0]!)).toMatchObject({ backend: 'kernel', pid: process.pid });
     await held.release();
@@ -114,10 +119,7 @@ describe('a dead lease taken by a kernel acquirer, then a lease acquirer without
   test('a shared kernel lock on a dead lease (no record written): the lease acquirer rejects ENOTSUP, never a second holder', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');
-    const h = await holder('tryLock', p, { backend: 'lease' }, noAddon);
-    expect(h.first).toMatch(/^acquired/);
-    h.child.proc.kill('SIGKILL');
-    await h.child.reap();
+    await deadLease(p);
     const shared = await tryLock(p, { backend: 'kernel', shared: true });
     // The file still holds the dead lease's record: only the kernel knows it is held.
     expect(readFileSync(p, 'utf8')).toContain('"backend":"lease"');
