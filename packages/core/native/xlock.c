@@ -319,6 +319,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unwatchPid", NULL, js_unwatch_pid, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimWaitThreads", NULL, js_trim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setWaitTestGap", NULL, js_test_gap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"leasePublish", NULL, js_lease_publish, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"leaseRelease", NULL, js_lease_release, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value kind;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)

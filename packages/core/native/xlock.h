@@ -1,7 +1,8 @@
 /*
  * xlock.h: what the files of the kernel-lock addon share (xlock.c: the
  * lock primitives and the module; wait.c: blocking waits on pooled threads;
- * pidwatch.c: watching a process for its exit). Every symbol is hidden
+ * pidwatch.c: watching a process for its exit; lease.c: the lease
+ * backend's publish and release). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
 #ifndef XLOCK_H
@@ -58,6 +59,10 @@ napi_value js_wait(napi_env env, napi_callback_info info);
 napi_value js_cancel(napi_env env, napi_callback_info info);
 napi_value js_trim(napi_env env, napi_callback_info info);
 napi_value js_test_gap(napi_env env, napi_callback_info info);
+
+/* lease.c: the lease backend's publish and release, one call each. */
+napi_value js_lease_publish(napi_env env, napi_callback_info info);
+napi_value js_lease_release(napi_env env, napi_callback_info info);
 
 /* pidwatch.c: watching a process for its exit. */
 napi_value js_watch_pid(napi_env env, napi_callback_info info);

@@ -21,6 +21,11 @@ export interface TestHooks {
    * release moved the lease file aside).
    */
   leaseStep?: ((step: 'claimed' | 'broken' | 'released', side: string) => void) | undefined;
+  /**
+   * Lease: publish through a temporary side file even where `O_TMPFILE`
+   * works, as on filesystems without it (see lease-publish.ts).
+   */
+  leaseNoTmpfile?: boolean | undefined;
 }
 
 export const hooks: TestHooks = {};

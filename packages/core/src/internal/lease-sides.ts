@@ -8,14 +8,18 @@
  * Naming: `.<h>.<purpose>.<u>` in the lock file's directory, where `h` is 16
  * hex digits of the SHA-256 of the lock file's name and `u` 16 hex digits (a
  * claim: of the judged state, so that every taker of that state races for the
- * same name; otherwise random). At most 43 bytes whatever the lock file is
+ * same name; otherwise the next number of this process's sequence, which
+ * starts at a random 64-bit value, so two processes' names never meet in
+ * practice, on one host or several). At most 43 bytes whatever the lock file is
  * called, so a side file fits whenever the lock file fits: its name is within
  * NAME_MAX, and where the directory is so long that the path would pass
  * PATH_MAX, it is reached through a descriptor of the directory
  * (`/proc/self/fd/<n>/<name>`). Hidden, and recognisable as belonging to one
  * lock file: `.<h>.` is its prefix.
  *
- * Crash leftovers: a process killed mid-create leaves `.<h>.create.<u>`;
+ * Crash leftovers: a process killed mid-create leaves `.<h>.create.<u>`
+ * (only where a lease is published through a temporary file, see
+ * lease-publish.ts);
  * one killed mid-release leaves `.<h>.released.<u>` (nothing at the lock
  * path); one killed mid-takeover leaves `.<h>.broken.<u>` and
  * `.<h>.claim.<u>`. A holder removes every side file of its lock file (see
@@ -41,6 +45,30 @@ const PATH_MAX = 4095;
 
 const hex16 = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
 
+/** `.<h>.` per lock file name, computed once (a hash per lease would cost more than a metadata call). */
+const prefixes = new Map<string, string>();
+function prefixOf(name: string): string {
+  let prefix = prefixes.get(name);
+  if (prefix === undefined) {
+    if (prefixes.size >= 1024) prefixes.clear();
+    prefixes.set(name, (prefix = `.${hex16(name)}.`));
+  }
+  return prefix;
+}
+
+/** This process's sequence of unique parts: a random 64-bit start, counted up. */
+const start = randomBytes(8);
+let high = start.readUInt32BE(0);
+let low = start.readUInt32BE(4);
+const hex8 = (n: number): string => n.toString(16).padStart(8, '0');
+
+/** The next unique 16 hex digits of this process (see the module comment). */
+export function nextUnique(): string {
+  low = (low + 1) >>> 0;
+  if (low === 0) high = (high + 1) >>> 0;
+  return hex8(high) + hex8(low);
+}
+
 /** Deletes `path`; a file already gone is fine (a holder reclaimed it, see the module comment). */
 export function unlinkQuiet(path: string): void {
   try {
@@ -52,25 +80,31 @@ export function unlinkQuiet(path: string): void {
 
 /** Paths of the side files of one lease file, and their reclaiming. */
 export class SideFiles {
-  readonly #dir: string;
-  readonly #prefix: string;
+  /** The lock file's directory. */
+  readonly dir: string;
+  readonly #path: string;
+  #prefix: string | undefined;
   #dirFd: number | undefined;
 
   constructor(path: string) {
-    this.#dir = dirname(path);
-    this.#prefix = `.${hex16(basename(path))}.`;
+    this.#path = path;
+    this.dir = dirname(path);
   }
 
-  /** The path of a side file; `unique` defaults to a random one. */
-  path(purpose: SidePurpose, unique = randomBytes(8).toString('hex')): string {
-    return this.#at(`${this.#prefix}${purpose}.${unique}`);
+  get #prefixed(): string {
+    return (this.#prefix ??= prefixOf(basename(this.#path)));
+  }
+
+  /** The path of a side file; `unique` defaults to this process's next one. */
+  path(purpose: SidePurpose, unique = nextUnique()): string {
+    return this.#at(`${this.#prefixed}${purpose}.${unique}`);
   }
 
   /** A name in the lock file's directory as a path that fits PATH_MAX. */
   #at(name: string): string {
-    const plain = join(this.#dir, name);
-    if (Buffer.byteLength(plain) <= PATH_MAX) return plain;
-    this.#dirFd ??= openSync(this.#dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    const plain = join(this.dir, name);
+    if (plain.length * 3 <= PATH_MAX || Buffer.byteLength(plain) <= PATH_MAX) return plain;
+    this.#dirFd ??= openSync(this.dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
     return `/proc/self/fd/${this.#dirFd}/${name}`;
   }
 
@@ -90,12 +124,12 @@ export class SideFiles {
   reclaim(): void {
     let names: string[];
     try {
-      names = readdirSync(this.#dir);
+      names = readdirSync(this.dir);
     } catch {
       return;
     }
     for (const name of names) {
-      if (!name.startsWith(this.#prefix)) continue;
+      if (!name.startsWith(this.#prefixed)) continue;
       try {
         const p = this.#at(name);
         const st = lstatSync(p);

@@ -31,6 +31,19 @@ export interface NativeAddon {
   trimWaitThreads(): number;
   /** Tests only: a pause (ns) before each blocking call, where a cancel signal gets lost. */
   setWaitTestGap(ns: number): void;
+  /**
+   * Lease (lease.c): a new file holding `record` appears at `path` in one
+   * step (O_TMPFILE in `dir`, then linkat). Its descriptor when `keep`, else
+   * 0; -EEXIST when `path` exists; -EOPNOTSUPP when it cannot be done this
+   * way here (publish through a temporary file instead).
+   */
+  leasePublish(dir: string, path: string, record: string, mode: number, keep: number): number;
+  /**
+   * Lease (lease.c): moves the file at `path` to `aside` and deletes it,
+   * only while it is the inode open on `fd`; closes `fd`. 0 released, 1 not
+   * ours (nothing done), 2 taken over meanwhile (put back), or -errno.
+   */
+  leaseRelease(fd: number, path: string, aside: string): number;
   watchPid(pid: number, done: (result: number) => void): WatchHandle | number;
   unwatchPid(handle: WatchHandle): void;
 }
