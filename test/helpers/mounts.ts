@@ -65,6 +65,25 @@ export function tmpfs(options: string, parent = tmpdir()): Mount {
   };
 }
 
+/**
+ * A FUSE mount of `source` (bindfs) on a fresh directory under the system
+ * temp dir, unmounted at scope end: a filesystem without `O_TMPFILE`, like
+ * most FUSE filesystems and NFS. Needs `bindfs` and `fusermount3` (CI
+ * installs them) and the right to mount FUSE.
+ */
+export function bindfs(source: string): Mount {
+  const path = mkdtempSync(join(tmpdir(), 'xlock-fuse-'));
+  run('bindfs', [source, path]);
+  return {
+    path,
+    [Symbol.asyncDispose]: async () => {
+      const r = spawnSync('fusermount3', ['-u', path]);
+      if (r.status !== 0) spawnSync('fusermount3', ['-uz', path]);
+      rmSync(path, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Remounts a mounted tmpfs read-only (after filling it with what a test needs). */
 export function remountReadOnly(m: Mount): void {
   run('mount', ['-o', 'remount,ro', m.path]);

@@ -1,0 +1,151 @@
+/**
+ * The lease protocol's two ways to publish a lease file (an `O_TMPFILE` file
+ * linked in one native call, or a temporary side file hard-linked to the
+ * name: packages/core/src/internal/lease-publish.ts) and its release: one
+ * protocol, so every test runs both ways. The temporary-file way is what
+ * filesystems without `O_TMPFILE` (NFS, FUSE) and processes without the
+ * addon get; here it is forced with a test hook, and met for real on a
+ * bindfs (FUSE) mount.
+ */
+import { afterEach, describe, expect, test } from 'vitest';
+import { isLockError, lock, readOwner, tryLock, type FileLock } from '@x/core';
+import { hooks } from '@x/core/testing';
+import { spawnSync } from 'node:child_process';
+import { lstatSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixture, reapAll, start } from './helpers/child.js';
+import { bindfs } from './helpers/mounts.js';
+import { tempDir } from './helpers/tmp.js';
+import { haveTools } from './helpers/tools.js';
+
+afterEach(async () => {
+  hooks.leaseNoTmpfile = undefined;
+  hooks.beforeTakeover = undefined;
+  await reapAll();
+});
+
+const ways = [
+  ['O_TMPFILE', false],
+  ['a temporary file', true],
+] as const;
+
+const noAddon = { XLOCK_ADDON: '/nonexistent/xlock.node' };
+
+async function leaseHolder(path: string, options: object, env?: NodeJS.ProcessEnv) {
+  const child = start(process.execPath, [fixture('lease-holder.mjs'), path, JSON.stringify(options)], env);
+  expect(await child.line()).toBe('acquired');
+  return child;
+}
+
+describe.each(ways)('published through %s', (_way, forced) => {
+  test('a reader in another process never sees the lease file empty or half-written', async () => {
+    hooks.leaseNoTmpfile = forced;
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const reader = start(process.execPath, [fixture('lease-reader.mjs'), p]);
+    expect(await reader.line()).toBe('ready');
+    for (let i = 0; i < 2000; i++) {
+      const held = await tryLock(p, { backend: 'lease' });
+      await held.release();
+    }
+    reader.proc.stdin!.end();
+    const [word, seen, empty, partial] = (await reader.line()).split(' ');
+    expect(await reader.finish()).toBe(0);
+    expect(word).toBe('done');
+    expect({ empty: Number(empty), partial: Number(partial) }).toEqual({ empty: 0, partial: 0 });
+    expect(Number(seen)).toBeGreaterThan(0);
+    expect(readdirSync(d.path)).toEqual([]);
+  });
+
+  test('N contenders breaking one stale lease at the same moment: exactly one wins, nothing is left behind', async () => {
+    hooks.leaseNoTmpfile = forced;
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    const dead = await leaseHolder(p, {});
+    dead.proc.kill('SIGKILL');
+    await dead.reap();
+    const n = 6;
+    let arrived = 0;
+    let open!: () => void;
+    const barrier = new Promise<void>((r) => (open = r));
+    hooks.beforeTakeover = async () => {
+      if (++arrived === n) open();
+      await barrier;
+    };
+    const results = await Promise.allSettled(Array.from({ length: n }, () => tryLock(p, { backend: 'lease' })));
+    const won = results.filter((r): r is PromiseFulfilledResult<FileLock> => r.status === 'fulfilled');
+    expect(won).toHaveLength(1);
+    expect(readdirSync(d.path)).toEqual(['a.lock']);
+    await won[0]!.value.release();
+    expect(readdirSync(d.path)).toEqual([]);
+  });
+});
+
+describe.each([
+  ['with the addon (one native call)', undefined],
+  ['without the addon (step by step)', noAddon],
+] as const)('a late release %s', (_how, env) => {
+  test("an old holder paused past its lease and then releasing never deletes its successor's lease", async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    // No heartbeat runs in the holder before its release (its lease is an
+    // hour; we judge by our own 300 ms): only the release's own check
+    // protects us.
+    const old = await leaseHolder(p, { staleAfter: 3_600_000 }, env);
+    old.proc.kill('SIGSTOP');
+    let held: FileLock;
+    try {
+      held = await lock(p, { backend: 'lease', staleAfter: 300, pollInterval: 20, timeout: 20_000 });
+    } finally {
+      // Its release is the first thing it does when it runs again.
+      old.proc.stdin!.end();
+      old.proc.kill('SIGCONT');
+    }
+    const ino = lstatSync(p).ino;
+    expect([await old.line(), await old.line()].sort()).toEqual(['aborted ERELEASED held=false', 'release-error ECOMPROMISED']);
+    expect(await old.finish()).toBe(0);
+    expect(lstatSync(p).ino).toBe(ino);
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    expect(held.held).toBe(true);
+    await held.release();
+    expect(readdirSync(d.path)).toEqual([]);
+  });
+});
+
+/**
+ * The names in a FUSE mount's directory but libfuse's own: a file unlinked
+ * while the kernel has not yet told the filesystem it was closed becomes
+ * `.fuse_hidden<n>` until then (bindfs, like most FUSE filesystems).
+ */
+const listing = (dir: string): string[] => readdirSync(dir).filter((n) => !n.startsWith('.fuse_hidden'));
+
+/** Whether O_TMPFILE works in `dir` (python's os.open, the plain system call). */
+function tmpfileWorks(dir: string): boolean {
+  const r = spawnSync('python3', ['-c', 'import os,sys; os.close(os.open(sys.argv[1], os.O_TMPFILE | os.O_WRONLY, 0o600))', dir]);
+  return r.status === 0;
+}
+
+describe.runIf(haveTools('bindfs', 'fusermount3', 'python3'))('a FUSE filesystem without O_TMPFILE (bindfs)', () => {
+  test('leases are published through a temporary file: taken, refused, taken over, released, nothing left', async () => {
+    await using d = await tempDir();
+    await using m = bindfs(d.path);
+    expect(tmpfileWorks(m.path)).toBe(false);
+    expect(tmpfileWorks(d.path)).toBe(true);
+    const p = join(m.path, 'a.lock');
+    const held = await tryLock(p, { backend: 'lease' });
+    expect(await readOwner(p)).toMatchObject({ backend: 'lease', pid: process.pid });
+    const err = await tryLock(p, { backend: 'lease' }).catch((e: unknown) => e);
+    expect(isLockError(err, 'ELOCKED')).toBe(true);
+    await held.release();
+    expect(listing(m.path)).toEqual([]);
+    // A dead holder's lease (another process, same mount) is taken over at once.
+    const dead = await leaseHolder(p, {});
+    dead.proc.kill('SIGKILL');
+    await dead.reap();
+    const taken = await tryLock(p, { backend: 'lease' });
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    expect(listing(m.path)).toEqual(['a.lock']);
+    await taken.release();
+    expect(listing(m.path)).toEqual([]);
+  });
+});
