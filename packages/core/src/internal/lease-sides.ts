@@ -1,6 +1,7 @@
 /**
  * The side files of a lease file: the temporary file a lease is written into
- * before it is linked to its name, the takeover's claim (its taker's record,
+ * before it is linked to its name (where it cannot be an unnamed `O_TMPFILE`
+ * file, see lease-publish.ts), the takeover's claim (its taker's record,
  * under a name derived from the judged state), and the file moved aside by a
  * release or a takeover before it is deleted (never delete by path alone,
  * see lease.ts).
@@ -34,7 +35,7 @@
  */
 import { closeSync, constants as fsc, lstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { parseRecord } from '../owner.js';
 
 /** What a side file is for. */
@@ -102,7 +103,8 @@ export class SideFiles {
 
   /** A name in the lock file's directory as a path that fits PATH_MAX. */
   #at(name: string): string {
-    const plain = join(this.dir, name);
+    // `dir` is absolute and normalized (the lock path was resolved): no join needed.
+    const plain = this.dir === '/' ? `/${name}` : `${this.dir}/${name}`;
     if (plain.length * 3 <= PATH_MAX || Buffer.byteLength(plain) <= PATH_MAX) return plain;
     this.#dirFd ??= openSync(this.dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
     return `/proc/self/fd/${this.#dirFd}/${name}`;
