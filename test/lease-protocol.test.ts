@@ -11,7 +11,8 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { isLockError, lock, readOwner, tryLock, type FileLock } from '@x/core';
 import { hooks } from '@x/core/testing';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fixture, reapAll, start } from './helpers/child.js';
 import { bindfs } from './helpers/mounts.js';
@@ -36,6 +37,31 @@ async function leaseHolder(path: string, options: object, env?: NodeJS.ProcessEn
   expect(await child.line()).toBe('acquired');
   return child;
 }
+
+test('the lease record names this process in full, with a fresh token per lease', async () => {
+  await using d = await tempDir();
+  const p = join(d.path, 'a.lock');
+  const tokens = new Set<string>();
+  for (let i = 0; i < 3; i++) {
+    const held = await tryLock(p, { backend: 'lease', staleAfter: 5000 });
+    const owner = await readOwner(p);
+    expect(owner).toMatchObject({
+      version: 1,
+      backend: 'lease',
+      pid: process.pid,
+      hostname: hostname(),
+      leaseMs: 5000,
+    });
+    expect(owner?.bootId).toBe(readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
+    expect(owner?.pidNs).toBe(readlinkSync('/proc/self/ns/pid'));
+    expect(owner?.startTicks).toBeGreaterThan(0);
+    expect(Math.abs(owner!.startedAt! - Date.now())).toBeLessThan(60_000);
+    expect(owner?.token).toMatch(/^[0-9a-f]{32}$/);
+    tokens.add(owner!.token!);
+    await held.release();
+  }
+  expect(tokens.size).toBe(3);
+});
 
 describe.each(ways)('published through %s', (_way, forced) => {
   test('a reader in another process never sees the lease file empty or half-written', async () => {
