@@ -1,8 +1,9 @@
 /**
  * The lease protocol's two ways to publish a lease file (an `O_TMPFILE` file
- * linked in one native call, or a temporary side file hard-linked to the
+ * linked in one native call, with `AT_EMPTY_PATH` or, on kernels before
+ * 6.10, through /proc/self/fd; or a temporary side file hard-linked to the
  * name: packages/core/src/internal/lease-publish.ts) and its release: one
- * protocol, so every test runs both ways. The temporary-file way is what
+ * protocol, so every test runs every way. The temporary-file way is what
  * filesystems without `O_TMPFILE` (NFS, FUSE) and processes without the
  * addon get; here it is forced with a test hook, and met for real on a
  * bindfs (FUSE) mount.
@@ -21,13 +22,15 @@ import { haveTools } from './helpers/tools.js';
 
 afterEach(async () => {
   hooks.leaseNoTmpfile = undefined;
+  hooks.leaseLinkViaProc = undefined;
   hooks.beforeTakeover = undefined;
   await reapAll();
 });
 
 const ways = [
-  ['O_TMPFILE', false],
-  ['a temporary file', true],
+  ['O_TMPFILE, linked with AT_EMPTY_PATH', {}],
+  ['O_TMPFILE, linked through /proc/self/fd (kernels before 6.10)', { leaseLinkViaProc: true }],
+  ['a temporary file', { leaseNoTmpfile: true }],
 ] as const;
 
 const noAddon = { XLOCK_ADDON: '/nonexistent/xlock.node' };
@@ -63,14 +66,14 @@ test('the lease record names this process in full, with a fresh token per lease'
   expect(tokens.size).toBe(3);
 });
 
-describe.each(ways)('published through %s', (_way, forced) => {
+describe.each(ways)('published through %s', (_way, way) => {
   test('a reader in another process never sees the lease file empty or half-written', async () => {
-    hooks.leaseNoTmpfile = forced;
+    Object.assign(hooks, way);
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');
     const reader = start(process.execPath, [fixture('lease-reader.mjs'), p]);
     expect(await reader.line()).toBe('ready');
-    for (let i = 0; i < 2000; i++) {
+    for (let i = 0; i < 600; i++) {
       const held = await tryLock(p, { backend: 'lease' });
       await held.release();
     }
@@ -84,7 +87,7 @@ describe.each(ways)('published through %s', (_way, forced) => {
   });
 
   test('N contenders breaking one stale lease at the same moment: exactly one wins, nothing is left behind', async () => {
-    hooks.leaseNoTmpfile = forced;
+    Object.assign(hooks, way);
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');
     const dead = await leaseHolder(p, {});

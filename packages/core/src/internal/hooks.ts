@@ -26,6 +26,11 @@ export interface TestHooks {
    * works, as on filesystems without it (see lease-publish.ts).
    */
   leaseNoTmpfile?: boolean | undefined;
+  /**
+   * Lease: link an `O_TMPFILE` file through /proc/self/fd, as kernels before
+   * 6.10 need, rather than with `AT_EMPTY_PATH`.
+   */
+  leaseLinkViaProc?: boolean | undefined;
 }
 
 export const hooks: TestHooks = {};

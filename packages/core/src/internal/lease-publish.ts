@@ -7,9 +7,10 @@
  * lock. One protocol, two ways to do it:
  *
  * - with the addon, where the filesystem supports `O_TMPFILE`: an unnamed
- *   file in the directory, written, then linked to its name (`linkat` through
- *   /proc/self/fd), all in one native call (native/lease.c): no temporary
- *   name, and nothing left behind by a crash;
+ *   file in the directory, written, then linked to its name (`linkat` with
+ *   `AT_EMPTY_PATH`, or through /proc/self/fd on kernels before 6.10), all
+ *   in one native call (native/lease.c): no temporary name, and nothing left
+ *   behind by a crash;
  * - otherwise (no addon; NFS, most FUSE filesystems, kernels before 3.11):
  *   a temporary side file (`.<h>.create.<u>`, lease-sides.ts) is created,
  *   written and hard-linked to the name, then unlinked. A crash in between
@@ -40,7 +41,7 @@ const EOPNOTSUPP = -os.errno.EOPNOTSUPP;
  */
 export function publish(sides: SideFiles, name: string, record: string, mode: number, keep: boolean): number | 'exists' {
   if (leaseNative && !hooks.leaseNoTmpfile) {
-    const r = leaseNative.leasePublish(sides.dir, name, record, mode, keep ? 1 : 0);
+    const r = leaseNative.leasePublish(sides.dir, name, record, mode, (keep ? 1 : 0) | (hooks.leaseLinkViaProc ? 2 : 0));
     if (r >= 0) return r;
     if (r === E.EEXIST) return 'exists';
     if (r !== EOPNOTSUPP) throw osError(r, 'open', name);

@@ -33,11 +33,12 @@ export interface NativeAddon {
   setWaitTestGap(ns: number): void;
   /**
    * Lease (lease.c): a new file holding `record` appears at `path` in one
-   * step (O_TMPFILE in `dir`, then linkat). Its descriptor when `keep`, else
-   * 0; -EEXIST when `path` exists; -EOPNOTSUPP when it cannot be done this
-   * way here (publish through a temporary file instead).
+   * step (O_TMPFILE in `dir`, then linkat). Its descriptor when `flags & 1`
+   * (keep it), else 0; `flags & 2` links through /proc/self/fd (tests);
+   * -EEXIST when `path` exists; -EOPNOTSUPP when it cannot be done this way
+   * here (publish through a temporary file instead).
    */
-  leasePublish(dir: string, path: string, record: string, mode: number, keep: number): number;
+  leasePublish(dir: string, path: string, record: string, mode: number, flags: number): number;
   /**
    * Lease (lease.c): moves the file at `path` to `aside` and deletes it,
    * only while it is the inode open on `fd`; closes `fd`. 0 released, 1 not
