@@ -1,10 +1,14 @@
 /**
  * A minimal client of etcd v3's gRPC-JSON gateway (`POST /v3/...` on every
- * client URL, since etcd 3.4), through Node's own `fetch`: no gRPC stack.
- * int64 fields (revisions, lease ids) travel as decimal strings, keys and
- * values as base64. Why not the `etcd3` package: see this package's README.
+ * client URL, since etcd 3.4), through `node:http`/`node:https` with one
+ * keep-alive agent per cluster: no gRPC stack. int64 fields (revisions,
+ * lease ids) travel as decimal strings, keys and values as base64. Why not
+ * the `etcd3` package, and why not `fetch`: see this package's README.
  */
+import http from 'node:http';
+import https from 'node:https';
 import { LockError } from '@x/core';
+import type { TlsOptions } from './options.js';
 
 /** A key-value pair as the gateway returns it (keys and values already decoded). */
 export interface KeyValue {
@@ -65,9 +69,9 @@ function decodeKv(kv: Json): KeyValue {
   };
 }
 
-/** Whether a failed fetch certainly never reached the server (so the request was not applied). */
+/** Whether a failed request certainly never reached the server (so it was not applied). */
 function notSent(err: unknown): boolean {
-  const code = (err as { cause?: { code?: string } })?.cause?.code;
+  const code = (err as { code?: string })?.code;
   return code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL';
 }
 
@@ -106,18 +110,39 @@ export interface TxnResult {
   ranges: KeyValue[][];
 }
 
+/** One open watch stream (see {@link Gateway.watch}). */
+export interface WatchStream {
+  /** Ends the stream (no further callbacks). */
+  close(): void;
+  /** Whether the stream's connection keeps the process alive (while someone waits on it). */
+  ref(on: boolean): void;
+}
+
 /** Talks to one cluster through its endpoints, failing over on connection errors. */
 export class Gateway {
-  readonly #endpoints: string[];
+  readonly #endpoints: URL[];
   readonly #timeout: number;
+  readonly #agent: http.Agent;
+  readonly #request: typeof http.request;
   #current = 0;
   /** The prefix of error messages: names the cluster. */
   readonly where: string;
 
-  constructor(endpoints: string[], requestTimeout: number) {
-    this.#endpoints = endpoints;
+  constructor(endpoints: string[], requestTimeout: number, tls?: TlsOptions) {
+    this.#endpoints = endpoints.map((e) => new URL(e));
     this.#timeout = requestTimeout;
     this.where = endpoints.join(',');
+    // One keep-alive agent: every request reuses an idle connection (a new
+    // TCP connection per request would cost more than etcd's own work); idle
+    // sockets do not keep the process alive. Endpoints are all http: or all https:.
+    const secure = this.#endpoints[0]!.protocol === 'https:';
+    this.#agent = secure ? new https.Agent({ keepAlive: true, ...tls }) : new http.Agent({ keepAlive: true });
+    this.#request = secure ? https.request : http.request;
+  }
+
+  /** Closes every idle connection (the session is over). */
+  close(): void {
+    this.#agent.destroy();
   }
 
   /** An EUNAVAILABLE error about `what`. */
@@ -127,45 +152,84 @@ export class Gateway {
   }
 
   /**
+   * Sends `body` to endpoint `index`; the request goes out in one write
+   * (headers and body).
+   */
+  #send(index: number, method: string, body: string): http.ClientRequest {
+    const url = this.#endpoints[index]!;
+    const req = this.#request({
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: url.port,
+      path: `${url.pathname.replace(/\/$/, '')}/v3/${method}`,
+      method: 'POST',
+      agent: this.#agent,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    });
+    req.end(body);
+    return req;
+  }
+
+  /** One request to endpoint `index`: its status and parsed JSON answer, within the request timeout. */
+  #once(index: number, method: string, body: string, signal?: AbortSignal): Promise<{ ok: boolean; json: Json }> {
+    return new Promise((resolve, reject) => {
+      const req = this.#send(index, method, body);
+      const fail = (err: unknown) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        req.destroy();
+        reject(err as Error);
+      };
+      const onAbort = () => fail(signal!.reason);
+      const timer = setTimeout(
+        () => fail(Object.assign(new Error(`no answer within ${this.#timeout} ms`), { code: 'ETIMEDOUT' })),
+        this.#timeout,
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+      req.once('error', fail);
+      req.once('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.once('error', fail);
+        res.once('end', () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          try {
+            resolve({ ok: (res.statusCode ?? 0) < 300, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Json });
+          } catch (err) {
+            reject(err as Error);
+          }
+        });
+      });
+    });
+  }
+
+  /**
    * POSTs `body` to `/v3/<method>` and returns the JSON answer. A refused
    * connection moves on to the next endpoint (the request never arrived); a
    * timeout or an error answer does not (a write may have been applied), it
    * rejects EUNAVAILABLE. `retry` requests are safe to repeat anywhere.
    */
   async call(method: string, body: Json, path: string, options: { signal?: AbortSignal; retry?: boolean } = {}): Promise<Json> {
+    options.signal?.throwIfAborted();
+    const data = JSON.stringify(body);
     let last: unknown;
     for (let i = 0; i < this.#endpoints.length; i++) {
       const index = (this.#current + i) % this.#endpoints.length;
-      const signals = [AbortSignal.timeout(this.#timeout)];
-      if (options.signal) signals.push(options.signal);
-      let res: Response;
+      let answer;
       try {
-        res = await fetch(`${this.#endpoints[index]}/v3/${method}`, {
-          method: 'POST',
-          body: JSON.stringify(body),
-          headers: { 'content-type': 'application/json' },
-          signal: AbortSignal.any(signals),
-        });
+        answer = await this.#once(index, method, data, options.signal);
       } catch (err) {
         if (options.signal?.aborted) throw options.signal.reason;
         last = err;
         if (notSent(err) || options.retry) continue;
         throw this.unavailable(path, method, err);
       }
-      let json: Json;
-      try {
-        json = (await res.json()) as Json;
-      } catch (err) {
-        if (options.signal?.aborted) throw options.signal.reason;
-        last = err;
-        if (options.retry) continue;
-        throw this.unavailable(path, method, err);
-      }
-      if (res.ok) {
+      if (answer.ok) {
         this.#current = index;
-        return json;
+        return answer.json;
       }
-      last = new Error(String(json.message ?? json.error ?? res.statusText));
+      last = new Error(String(answer.json.message ?? answer.json.error ?? 'an error answer'));
       if (!options.retry) throw this.unavailable(path, method, last);
     }
     throw this.unavailable(path, method, last);
@@ -192,11 +256,11 @@ export class Gateway {
     };
   }
 
-  /** Grants a lease of `ttl` seconds; returns its id and the TTL the server granted. */
-  async grant(ttl: number, path: string): Promise<{ id: bigint; ttl: number }> {
+  /** Grants a lease of `ttl` seconds; returns its id, the TTL the server granted and the store's revision then. */
+  async grant(ttl: number, path: string): Promise<{ id: bigint; ttl: number; revision: bigint }> {
     const json = await this.call('lease/grant', { TTL: String(ttl) }, path, { retry: true });
     if (json.error) throw this.unavailable(path, 'lease/grant', new Error(String(json.error)));
-    return { id: big(json.ID), ttl: Number(json.TTL) };
+    return { id: big(json.ID), ttl: Number(json.TTL), revision: big((json.header as Json | undefined)?.revision) };
   }
 
   /** One keep-alive of a lease: the TTL it has again, or 0 when the lease is gone. */
@@ -217,55 +281,79 @@ export class Gateway {
   }
 
   /**
-   * Watches deletions of every key starting with `prefix` from revision
-   * `start` on, yielding each message of the stream until `signal` aborts
-   * (then it returns quietly) or the stream breaks (then it throws, and the
-   * caller resumes from the last revision it saw). Tries each endpoint.
+   * Opens a watch of deletions of every key starting with `prefix` from
+   * revision `start` on, on the current endpoint (the next one after a
+   * failure): `onMessage` gets each message of the stream as its line
+   * arrives, `onEnd` once, when the stream breaks or ends (never after
+   * `close()`). The caller resumes from the last revision it saw.
    */
-  async *watchDeletes(prefix: string, start: bigint, path: string, signal: AbortSignal): AsyncGenerator<WatchMessage> {
+  watch(
+    prefix: string,
+    start: bigint,
+    path: string,
+    onMessage: (m: WatchMessage) => void,
+    onEnd: (err: LockError) => void,
+  ): WatchStream {
     const body = JSON.stringify({
       create_request: { key: b64(prefix), range_end: rangeEnd64(prefix), start_revision: start.toString(), filters: ['NOPUT'] },
     });
-    let res: Response | undefined;
-    let last: unknown;
-    for (let i = 0; i < this.#endpoints.length && !res; i++) {
-      const index = (this.#current + i) % this.#endpoints.length;
-      try {
-        res = await fetch(`${this.#endpoints[index]}/v3/watch`, { method: 'POST', body, signal });
-        if (!res.ok || !res.body) {
-          last = new Error(`HTTP ${res.status}`);
-          res = undefined;
-        }
-      } catch (err) {
-        if (signal.aborted) return;
-        last = err;
-      }
-    }
-    if (!res?.body) throw this.unavailable(path, 'watch', last);
-    const decoder = new TextDecoder();
-    let buffered = '';
-    try {
-      for await (const chunk of res.body) {
-        buffered += decoder.decode(chunk as Uint8Array, { stream: true });
+    const index = this.#current;
+    let closed = false;
+    let referenced = false;
+    let socket: import('node:net').Socket | undefined;
+    const end = (err: unknown) => {
+      if (closed) return;
+      closed = true;
+      req.destroy();
+      // Try the next endpoint next time, unless this one answered the last request.
+      if (this.#current === index) this.#current = (index + 1) % this.#endpoints.length;
+      onEnd(err instanceof LockError ? err : this.unavailable(path, 'watch', err));
+    };
+    const req = this.#send(index, 'watch', body);
+    req.once('socket', (s) => {
+      socket = s;
+      if (!referenced) s.unref();
+    });
+    req.once('error', end);
+    req.once('response', (res) => {
+      if ((res.statusCode ?? 0) >= 300) return end(new Error(`HTTP ${res.statusCode}`));
+      let buffered = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buffered += chunk;
         let nl: number;
-        while ((nl = buffered.indexOf('\n')) >= 0) {
+        while (!closed && (nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl).trim();
           buffered = buffered.slice(nl + 1);
-          if (line) yield parseWatch(line, path, this);
+          if (!line) continue;
+          let m: WatchMessage;
+          try {
+            m = parseWatch(line, path, this);
+          } catch (err) {
+            return end(err);
+          }
+          onMessage(m);
         }
-      }
-    } catch (err) {
-      if (signal.aborted) return;
-      throw this.unavailable(path, 'watch', err);
-    }
-    if (signal.aborted) return;
-    if (buffered.trim()) yield parseWatch(buffered.trim(), path, this);
-    throw this.unavailable(path, 'watch', new Error('the watch stream ended'));
+      });
+      res.once('error', end);
+      res.once('end', () => end(new Error('the watch stream ended')));
+    });
+    return {
+      close: () => {
+        closed = true;
+        req.destroy();
+      },
+      ref: (on) => {
+        referenced = on;
+        if (on) socket?.ref();
+        else socket?.unref();
+      },
+    };
   }
 }
 
 function causeCode(err: Error): string {
-  const code = (err as { cause?: { code?: string } }).cause?.code;
+  const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code;
   return code ? ` (${code})` : '';
 }
 

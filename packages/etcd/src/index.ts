@@ -1,3 +1,4 @@
 /// <reference types="node" preserve="true" />
-export { EtcdLock, EtcdLocks, type EtcdHolder } from './locks.js';
-export { type EtcdLockOptions, type EtcdLocksOptions } from './options.js';
+export { EtcdLock } from './lock.js';
+export { EtcdLocks, type EtcdHolder } from './locks.js';
+export { type EtcdLockOptions, type EtcdLocksOptions, type TlsOptions } from './options.js';

@@ -2,13 +2,16 @@
  * Locks on etcd: the standard recipe (each contender puts a key under the
  * name's prefix, bound to its session lease; the key with the lowest create
  * revision holds the lock; the others wait, in create-revision order, for
- * every older key to go) driven by one watch per waiter, never polling.
- * The fencing token is the key's create revision. See docs/etcd-protocol.md.
+ * every older key to go) driven by the session's one deletion watch, never
+ * polling. The fencing token is the key's create revision. The handle is in
+ * lock.ts, a waiter's bookkeeping in wait.ts, the lease in session.ts. See
+ * docs/etcd-protocol.md.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { hostname } from 'node:os';
 import { LockError, type LockOwner } from '@x/core';
 import { createdAt, deleteOp, Gateway, putOp, rangeOp, type KeyValue } from './gateway.js';
+import { EtcdLock, ownerOf, token, type Record } from './lock.js';
 import {
   checkConnect,
   checkLock,
@@ -20,139 +23,10 @@ import {
   type EtcdLocksOptions,
 } from './options.js';
 import { Lease, type Member } from './session.js';
-
-const token = Symbol('EtcdLock');
+import { abortable, ourKeyGone, Turn } from './wait.js';
 
 /** How long a failed `lock()` waits for its key's delete before rejecting anyway (ms). */
 const LEAVE_MS = 1000;
-
-/** What a key's value records: who created it and when. */
-interface Record {
-  pid: number;
-  hostname: string;
-  since: number;
-}
-
-/** Parses a key's value into a {@link LockOwner} (`startedAt` = since). Tolerates junk. */
-export function ownerOf(kv: KeyValue | undefined): LockOwner | undefined {
-  if (!kv) return undefined;
-  try {
-    const r = JSON.parse(kv.value) as Partial<Record>;
-    const owner: LockOwner = {};
-    if (typeof r.pid === 'number') owner.pid = r.pid;
-    if (typeof r.hostname === 'string') owner.hostname = r.hostname;
-    if (typeof r.since === 'number') owner.startedAt = r.since;
-    owner.held = true;
-    return owner;
-  } catch {
-    return { held: true };
-  }
-}
-
-/**
- * A lock held in etcd. Created by {@link EtcdLocks.tryLock},
- * {@link EtcdLocks.lock} and {@link EtcdLocks.withLock}.
- *
- * @remarks Same shape as @x/core's `FileLock`: `signal` aborts when the lock
- * is released (`ERELEASED`) or lost (`ECOMPROMISED`: the session lease
- * expired or was revoked, or someone deleted the key), `release()` is
- * idempotent, `await using` releases at scope end. `fencingToken` lets a
- * store reject writes of a holder that lost the lock without knowing it.
- *
- * @example
- * ```ts
- * await using held = await locks.lock('layers', { timeout: 10_000 });
- * await store.write(data, { fence: held.fencingToken, signal: held.signal });
- * ```
- */
-export class EtcdLock implements Member {
-  /** The lock's name. */
-  readonly name: string;
-  /** The etcd key this holder created (`<prefix><name>/<lease>-<n>`). */
-  readonly key: string;
-  /**
-   * The key's create revision: strictly greater for every later holder of
-   * any lock of the cluster, so a store that remembers the largest token it
-   * has seen can refuse a write carrying a smaller one.
-   */
-  readonly fencingToken: bigint;
-  readonly #lease: Lease;
-  readonly #gw: Gateway;
-  readonly #controller = new AbortController();
-  readonly #onCompromised: ((error: LockError) => void) | undefined;
-  #state: 'held' | 'lost' | 'released' = 'held';
-  #releasing: Promise<void> | undefined;
-
-  /** @internal Use the methods of {@link EtcdLocks}. */
-  constructor(key: typeof token, name: string, etcdKey: string, revision: bigint, lease: Lease, gw: Gateway, o: CheckedLock) {
-    if (key !== token) throw new TypeError('EtcdLock is created by EtcdLocks.tryLock(), lock() or withLock()');
-    this.name = name;
-    this.key = etcdKey;
-    this.fencingToken = revision;
-    this.#lease = lease;
-    this.#gw = gw;
-    this.#onCompromised = o.onCompromised;
-  }
-
-  /** An AbortSignal that aborts when the lock is released (`ERELEASED`) or lost (`ECOMPROMISED`). */
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  /** Whether this handle still holds the lock (false once released or lost). */
-  get held(): boolean {
-    return this.#state === 'held';
-  }
-
-  /**
-   * Releases the lock: deletes our key, and only if it is still the key we
-   * created (same create revision, in one txn), so a late release never
-   * removes a successor's key. Idempotent.
-   * @throws `LockError` `EUNAVAILABLE` when etcd cannot be reached; the
-   * handle is released anyway and the key is deleted on a later keep-alive
-   * or goes with the lease.
-   */
-  release(): Promise<void> {
-    this.#releasing ??= this.#release();
-    return this.#releasing;
-  }
-
-  async #release(): Promise<void> {
-    const was = this.#state;
-    this.#state = 'released';
-    this.#lease.drop(this.key);
-    if (!this.#controller.signal.aborted) {
-      this.#controller.abort(new LockError('ERELEASED', this.key, `the lock '${this.name}' was released`));
-    }
-    try {
-      await this.#gw.txn([createdAt(this.key, this.fencingToken)], [deleteOp(this.key)], [], this.key);
-    } catch (err) {
-      // A lost lock's key is gone or going with its lease: nothing to report.
-      if (was === 'held') {
-        this.#lease.orphan(this.key);
-        throw err;
-      }
-    }
-  }
-
-  /** @internal The session reports a lost lease or a deleted key here; never throws. */
-  lost(error: LockError): void {
-    if (this.#state !== 'held') return;
-    this.#state = 'lost';
-    const mine = new LockError(error.code, this.key, `the lock '${this.name}': ${error.message}`, { cause: error });
-    this.#controller.abort(mine);
-    try {
-      this.#onCompromised?.(mine);
-    } catch (err) {
-      process.emitWarning(`onCompromised threw: ${String(err)}`, 'LockWarning');
-    }
-  }
-
-  /** Releases the lock; lets `await using held = await locks.lock(name)` work. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.release();
-  }
-}
 
 /** One name's state in etcd, as {@link EtcdLocks.list} reports it. */
 export interface EtcdHolder {
@@ -218,8 +92,14 @@ export class EtcdLocks {
    */
   static async connect(options: EtcdLocksOptions): Promise<EtcdLocks> {
     const o = checkConnect(options);
-    const locks = new EtcdLocks(o, new Gateway(o.endpoints, o.requestTimeout));
-    await locks.#session();
+    const gw = new Gateway(o.endpoints, o.requestTimeout, o.tls);
+    const locks = new EtcdLocks(o, gw);
+    try {
+      await locks.#session();
+    } catch (err) {
+      gw.close();
+      throw err;
+    }
     return locks;
   }
 
@@ -230,8 +110,8 @@ export class EtcdLocks {
     this.#granting ??= (async () => {
       try {
         const sentAt = performance.now();
-        const { id, ttl } = await this.#gw.grant(this.ttl, this.prefix);
-        const lease = new Lease(this.#gw, id, ttl, sentAt, this.prefix, (l) => {
+        const grant = await this.#gw.grant(this.ttl, this.prefix);
+        const lease = new Lease(this.#gw, { ...grant, sentAt }, this.prefix, (l) => {
           if (this.#lease === l) this.#lease = undefined;
           for (const w of [...this.#waiters]) w.lost(l.lost!);
         });
@@ -327,22 +207,43 @@ export class EtcdLocks {
     let lease: Lease | undefined;
     let key: string | undefined;
     let revision = 0n;
+    let unlisten: (() => void) | undefined;
     try {
       lease = await abortable(this.#session(), stop.signal);
       if (lease.lost) throw lease.lost;
-      key = this.#key(base, lease);
+      const k = (key = this.#key(base, lease));
+      const turn = new Turn(k);
+      // Listen before the put: every deletion after it is heard, even one
+      // that arrives before the put's answer (the turn keeps it until then).
+      let synced = false;
+      let gap = false;
+      const resync = () => {
+        turn.unsync();
+        this.#gw.range(base, k).then(
+          (now) => turn.sync(now.kvs, now.revision),
+          (err: unknown) => turn.fail(err as Error),
+        );
+      };
+      unlisten = lease.listen(base, (d) => {
+        if (d) turn.deleted(d);
+        else if (synced) resync();
+        else gap = true;
+      });
       let r;
       try {
-        r = await this.#gw.txn([], [putOp(key, this.#record(), lease.id), rangeOp(base)], [], key, stop.signal);
+        r = await this.#gw.txn([], [putOp(k, this.#record(), lease.id), rangeOp(base)], [], k, stop.signal);
       } catch (err) {
-        lease.orphan(key); // the put may have been applied
+        lease.orphan(k); // the put may have been applied
         throw err;
       }
       revision = r.revision;
-      const older = new Set((r.ranges[1] ?? []).filter((kv) => kv.createRevision < revision).map((kv) => kv.key));
-      if (older.size > 0) await this.#waitFor(older, base, key, revision, stop.signal);
+      turn.sync(r.ranges[1] ?? [], revision, revision);
+      synced = true;
+      if (gap) resync();
+      await turn.wait(stop.signal);
+      if (turn.gone) throw ourKeyGone(k); // deleted in the same txn as the last older key
       stop.signal.throwIfAborted();
-      return this.#held(name, key, revision, lease, o);
+      return this.#held(name, k, revision, lease, o);
     } catch (err) {
       if (key && revision > 0n && lease && !lease.lost) {
         // Leave the queue before rejecting: delete our key, only if it is
@@ -356,66 +257,11 @@ export class EtcdLocks {
       }
       throw err;
     } finally {
+      unlisten?.();
       this.#waiters.delete(waiter);
       clearTimeout(timer);
       o.signal?.removeEventListener('abort', onAbort);
     }
-  }
-
-  /**
-   * Waits until every key of `older` is deleted, watching deletions under
-   * `base` from just after our own key's revision: an older key deleted
-   * before the watch starts is replayed, so nothing is missed. Resumes a
-   * broken stream from the last revision seen.
-   */
-  #waitFor(older: Set<string>, base: string, key: string, revision: bigint, signal: AbortSignal): Promise<void> {
-    // Settles the moment the last older key goes; the stream is torn down
-    // afterwards, off the hand-off's path.
-    return new Promise<void>((resolve, reject) => {
-      const watching = new AbortController();
-      let settled = false;
-      const finish = (err?: unknown) => {
-        if (settled) return;
-        settled = true;
-        signal.removeEventListener('abort', onAbort);
-        watching.abort();
-        if (err === undefined) resolve();
-        else reject(err as Error);
-      };
-      const onAbort = () => finish(signal.reason);
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      void (async () => {
-        let next = revision + 1n;
-        while (!settled) {
-          try {
-            for await (const m of this.#gw.watchDeletes(base, next, key, watching.signal)) {
-              if (m.canceled) {
-                // Compacted: recompute the older keys from what exists now.
-                const now = await this.#gw.range(base, key);
-                if (!now.kvs.some((kv) => kv.key === key)) return finish(ourKeyGone(key));
-                older.clear();
-                for (const kv of now.kvs) if (kv.createRevision < revision) older.add(kv.key);
-                next = now.revision + 1n;
-                if (older.size === 0) return finish();
-                break;
-              }
-              for (const d of m.deletes) {
-                if (d.key === key) return finish(ourKeyGone(key));
-                older.delete(d.key);
-                next = d.revision + 1n;
-              }
-              if (older.size === 0) return finish();
-            }
-          } catch (err) {
-            if (settled) return;
-            if ((err as LockError).code !== 'EUNAVAILABLE') return finish(err);
-            // The stream broke: resume from `next` on the next endpoint.
-            await new Promise((r) => setTimeout(r, 100));
-          }
-        }
-      })();
-    });
   }
 
   /**
@@ -480,28 +326,10 @@ export class EtcdLocks {
     const lease = this.#lease ?? (await this.#granting?.catch(() => undefined));
     this.#lease = undefined;
     for (const w of [...this.#waiters]) w.lost(new LockError('ERELEASED', this.prefix, 'this EtcdLocks was closed'));
-    await lease?.revoke();
+    try {
+      await lease?.revoke();
+    } finally {
+      this.#gw.close();
+    }
   }
-}
-
-function ourKeyGone(key: string): LockError {
-  return new LockError('ECOMPROMISED', key, `our waiting key ${key} was deleted (lease expired or someone deleted it)`);
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e as Error);
-      },
-    );
-  });
 }

@@ -20,6 +20,23 @@ export interface EtcdLocksOptions {
   ttl?: number;
   /** How long one request to etcd may take before it fails `EUNAVAILABLE`, in ms. @defaultValue `5000` */
   requestTimeout?: number;
+  /**
+   * For `https://` endpoints: the CA that signed the cluster's certificates
+   * (instead of the system's) and this client's certificate and key, when
+   * the cluster checks client certificates (`--client-cert-auth`). PEM text
+   * or buffers.
+   */
+  tls?: TlsOptions;
+}
+
+/** TLS material for `https://` endpoints (see {@link EtcdLocksOptions.tls}). */
+export interface TlsOptions {
+  /** The certificate authority (or authorities) to trust instead of the system's. */
+  ca?: string | Buffer | (string | Buffer)[];
+  /** This client's certificate chain (PEM); with `key`. */
+  cert?: string | Buffer;
+  /** This client's private key (PEM); with `cert`. */
+  key?: string | Buffer;
 }
 
 /** Options of {@link EtcdLocks.tryLock}, {@link EtcdLocks.lock} and {@link EtcdLocks.withLock}. */
@@ -72,13 +89,35 @@ export interface CheckedConnect {
   prefix: string;
   ttl: number;
   requestTimeout: number;
+  tls: TlsOptions | undefined;
+}
+
+const pem = (v: unknown): boolean => typeof v === 'string' || Buffer.isBuffer(v);
+
+function checkTls(value: unknown, endpoints: string[]): TlsOptions | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('tls', 'an object { ca, cert, key }', value);
+  const t = value as Record<string, unknown>;
+  for (const key of Object.keys(t))
+    if (!['ca', 'cert', 'key'].includes(key)) throw new TypeError(`Unknown option \`tls.${key}\` (known: ca, cert, key)`);
+  if (t.ca !== undefined && !pem(t.ca) && !(Array.isArray(t.ca) && t.ca.length > 0 && t.ca.every(pem)))
+    fail('tls.ca', 'PEM text or a Buffer (or an array of them)', t.ca);
+  if (t.cert !== undefined && !pem(t.cert)) fail('tls.cert', 'PEM text or a Buffer', t.cert);
+  if (t.key !== undefined && !pem(t.key)) fail('tls.key', 'PEM text or a Buffer', t.key);
+  if ((t.cert === undefined) !== (t.key === undefined)) fail('tls', 'both `cert` and `key`, or neither', value);
+  if (endpoints.some((e) => !e.startsWith('https:'))) fail('endpoints', 'https:// URLs when `tls` is given', endpoints.join(','));
+  const tls: TlsOptions = {};
+  if (t.ca !== undefined) tls.ca = t.ca as TlsOptions['ca'];
+  if (t.cert !== undefined) tls.cert = t.cert as string | Buffer;
+  if (t.key !== undefined) tls.key = t.key as string | Buffer;
+  return tls;
 }
 
 function checkEndpoints(value: unknown): string[] {
   const list = typeof value === 'string' ? value.split(',') : value;
   if (!Array.isArray(list) || list.length === 0)
     fail('endpoints', 'a non-empty array of http(s) URLs or a comma-separated string', value);
-  return list.map((e: unknown) => {
+  const urls = (list as unknown[]).map((e: unknown) => {
     let url: URL | undefined;
     try {
       if (typeof e === 'string') url = new URL(e.trim());
@@ -90,13 +129,16 @@ function checkEndpoints(value: unknown): string[] {
     }
     return url.href.replace(/\/+$/, '');
   });
+  if (new Set(urls.map((u) => u.slice(0, u.indexOf(':')))).size > 1)
+    fail('endpoints', 'URLs of one scheme (all http:// or all https://)', value);
+  return urls;
 }
 
 /** Checks the options of `EtcdLocks.connect()`. */
 export function checkConnect(options: unknown): CheckedConnect {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('options', 'an object', options);
   const o = options as Record<string, unknown>;
-  const known = new Set(['endpoints', 'prefix', 'ttl', 'requestTimeout']);
+  const known = new Set(['endpoints', 'prefix', 'ttl', 'requestTimeout', 'tls']);
   for (const key of Object.keys(o))
     if (!known.has(key)) throw new TypeError(`Unknown option \`${key}\` (known: ${[...known].join(', ')})`);
   const endpoints = checkEndpoints(o.endpoints);
@@ -117,7 +159,7 @@ export function checkConnect(options: unknown): CheckedConnect {
   const requestTimeout = o.requestTimeout ?? 5000;
   if (typeof requestTimeout !== 'number' || !Number.isFinite(requestTimeout) || requestTimeout <= 0)
     fail('requestTimeout', 'a positive number of ms', requestTimeout);
-  return { endpoints, prefix: prefix as string, ttl, requestTimeout };
+  return { endpoints, prefix: prefix as string, ttl, requestTimeout, tls: checkTls(o.tls, endpoints) };
 }
 
 /** The checked {@link EtcdLockOptions}. */

@@ -3,13 +3,16 @@
  * use, kept alive every TTL/3, judged lost the moment it may have expired on
  * the server (no successful keep-alive sent within the TTL), or when etcd
  * says it is gone. Losing it compromises every lock held under it; the next
- * acquisition grants a fresh lease. Each keep-alive also checks that our
- * held keys still exist (someone may delete one), and retries deleting keys
- * whose delete failed.
+ * acquisition grants a fresh lease. The session's one deletion watch
+ * (watch.ts) tells a held lock at once when someone else deletes its key,
+ * and waiters when the keys they wait behind go; each keep-alive also
+ * checks that our held keys still exist (in case the watch is down), and
+ * retries deleting keys whose delete failed.
  * The protocol is described in docs/etcd-protocol.md.
  */
 import { LockError } from '@x/core';
-import { deleteOp, getOp, type Gateway } from './gateway.js';
+import { deleteOp, getOp, type DeleteEvent, type Gateway } from './gateway.js';
+import { DeleteWatch } from './watch.js';
 
 /** What the session tells a held lock or a waiter. */
 export interface Member {
@@ -18,6 +21,9 @@ export interface Member {
   /** The lease is gone (or the key deleted): never throws. */
   lost(error: LockError): void;
 }
+
+/** Hears the deletions of one name's keys (`undefined`: some may have been missed). */
+export type Listener = (d: DeleteEvent | undefined) => void;
 
 /** Keys checked per txn (etcd's default limit of operations per txn is 128). */
 const BATCH = 128;
@@ -32,19 +38,66 @@ export class Lease {
   readonly #path: string;
   readonly #members = new Map<string, Member>();
   readonly #orphans = new Set<string>();
+  readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #watch: DeleteWatch;
   #keepTimer: NodeJS.Timeout | undefined;
   #expiry: NodeJS.Timeout | undefined;
   readonly #onLost: (lease: Lease) => void;
 
-  constructor(gw: Gateway, id: bigint, ttl: number, grantedAt: number, path: string, onLost: (lease: Lease) => void) {
+  /**
+   * @param grant - the lease's id and TTL, when its grant was sent
+   * (`sentAt`), and the store's revision then (the watch starts after it)
+   * @param prefix - the session's key prefix (watched, and the `path` of errors)
+   */
+  constructor(
+    gw: Gateway,
+    grant: { id: bigint; ttl: number; sentAt: number; revision: bigint },
+    prefix: string,
+    onLost: (lease: Lease) => void,
+  ) {
     this.#gw = gw;
-    this.id = id;
-    this.ttl = ttl;
-    this.#path = path;
+    this.id = grant.id;
+    this.ttl = grant.ttl;
+    this.#path = prefix;
     this.#onLost = onLost;
-    this.#arm(grantedAt);
-    this.#keepTimer = setInterval(() => void this.#keepAlive(), (ttl * 1000) / 3);
+    this.#arm(grant.sentAt);
+    this.#keepTimer = setInterval(() => void this.#keepAlive(), (grant.ttl * 1000) / 3);
     this.#keepTimer.unref();
+    this.#watch = new DeleteWatch(gw, prefix, grant.revision + 1n, prefix, {
+      deleted: (d) => this.#deleted(d),
+      gap: () => {
+        void this.#checkHeld();
+        for (const set of this.#listeners.values()) for (const l of [...set]) l(undefined);
+      },
+    });
+  }
+
+  /** A deletion seen by the watch: a held key someone else deleted is lost; waiters on its name hear of it. */
+  #deleted(d: DeleteEvent): void {
+    const member = this.#members.get(d.key);
+    if (member) {
+      this.#members.delete(d.key);
+      member.lost(new LockError('ECOMPROMISED', d.key, `the key ${d.key} was deleted by someone else`));
+    }
+    const set = this.#listeners.get(d.key.slice(0, d.key.lastIndexOf('/') + 1));
+    if (set) for (const l of [...set]) l(d);
+  }
+
+  /**
+   * Hears every deletion of a key starting with `base` (a lock name's keys)
+   * from now on, or `undefined` when some may have been missed (re-read);
+   * the process stays alive meanwhile. Returns the way to stop.
+   */
+  listen(base: string, listener: Listener): () => void {
+    let set = this.#listeners.get(base);
+    if (!set) this.#listeners.set(base, (set = new Set()));
+    set.add(listener);
+    this.#watch.ref(true);
+    return () => {
+      if (!set.delete(listener)) return;
+      if (set.size === 0) this.#listeners.delete(base);
+      this.#watch.ref(false);
+    };
   }
 
   /** Why the lease is gone, or undefined while it lives. */
@@ -105,6 +158,7 @@ export class Lease {
   #stop(): void {
     clearInterval(this.#keepTimer);
     clearTimeout(this.#expiry);
+    this.#watch.close();
     this.#orphans.clear();
   }
 
@@ -119,7 +173,7 @@ export class Lease {
     await this.#gw.revoke(this.id, this.#path);
   }
 
-  /** Registers a held key: told when the lease goes or someone deletes the key (seen at the next keep-alive). */
+  /** Registers a held key: told when the lease goes or someone deletes the key (seen by the watch, or at the next keep-alive). */
   hold(member: Member): void {
     if (this.#lost) return member.lost(this.#lost);
     this.#members.set(member.key, member);
