@@ -4,20 +4,36 @@
  * comparable across them, as on two machines) with entry ownership in a
  * real etcd: recovery on either host never deletes the other's live entry,
  * lists owners of both hosts, and reclaims a SIGKILLed writer's entry once
- * its lease has expired.
+ * its lease has expired, through the API and through `xstage recover --etcd`.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { EtcdLocks } from '@x/etcd';
 import { isLockError, StagingArea } from '@x/staging';
 import { aborted, exited, rejectionOf } from './helpers/core-util.js';
 import { fixture, reapAll, start, type Child } from './helpers/child.js';
-import { startEtcd } from './helpers/etcd.js';
+import { freePort, startEtcd } from './helpers/etcd.js';
 import { haveTools } from './helpers/tools.js';
 import { tempDir } from './helpers/tmp.js';
 
 afterEach(reapAll);
+
+const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
+
+/** Runs `xstage ...args` to the end; its exit code and output. */
+async function xstage(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  p.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const [code] = (await once(p, 'exit')) as [number | null];
+  return { code, stdout, stderr };
+}
 
 /** Runs test/fixtures/etcd-area.mjs as a process of host `host` (fresh uts+pid namespaces; killing it kills the host's process). */
 function onHost(host: string, args: object): Child {
@@ -150,4 +166,46 @@ test.runIf(haveTools('etcd', 'etcdctl'))(
     }
   },
   60_000,
+);
+
+test.runIf(haveTools('etcd', 'unshare') && root)(
+  'xstage recover --etcd: a live entry on another host survives, a SIGKILLed writer is reclaimed once its lease is gone; --dry-run changes nothing',
+  async () => {
+    await using etcd = await startEtcd(1);
+    await using dir = await tempDir();
+    const common = { endpoints: etcd.endpoints, prefix: '/cli-area/', root: join(dir.path, 'staging'), ttl: 2 };
+    const e = etcd.endpoints.join(',');
+    const observer = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: common.prefix });
+    try {
+      const live = onHost('host-a', { ...common, mode: 'writer' });
+      const [, idLive] = (await live.line()).split(' ');
+      const doomed = onHost('host-b', { ...common, mode: 'writer' });
+      const [, idDoomed] = (await doomed.line()).split(' ');
+      doomed.proc.kill('SIGKILL');
+      await exited(doomed.proc); // not reap(): closing its stdin could let it clean up first
+      while ((await observer.list()).some((h) => h.name === idDoomed)) await new Promise((r) => setTimeout(r, 50));
+
+      const dry = await xstage('recover', '--etcd', e, '--dry-run', '--json', common.root, common.prefix);
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(JSON.parse(dry.stdout)).toMatchObject({ dryRun: true, scanned: 2, removed: 1, live: 1, errors: [] });
+      expect(existsSync(join(common.root, idDoomed!, 'data'))).toBe(true);
+
+      const real = await xstage('recover', '--etcd', e, '--json', common.root, common.prefix);
+      expect(real.code, real.stderr).toBe(0);
+      expect(JSON.parse(real.stdout)).toMatchObject({ dryRun: false, scanned: 2, removed: 1, live: 1, errors: [] });
+      expect(existsSync(join(common.root, idDoomed!))).toBe(false);
+      expect(existsSync(join(common.root, idLive!, 'data'))).toBe(true);
+      expect(await live.finish()).toBe(0);
+
+      // Without --etcd the root is refused (its entries have no lock files);
+      // a wrong prefix, an unreachable etcd and bad usage are errors.
+      expect((await xstage('recover', common.root)).code).toBe(66);
+      expect((await xstage('recover', '--etcd', `http://127.0.0.1:${await freePort()}`, common.root)).code).toBe(69);
+      expect((await xstage('recover', '--etcd', e, common.root, 'p', 'extra')).code).toBe(64);
+      expect((await xstage('recover', '--etcd', e, '--force', common.root)).code).toBe(64);
+      expect((await xstage('recover', '--etcd', e, join(dir.path, 'nope'))).code).toBe(66);
+    } finally {
+      await observer.close();
+    }
+  },
 );

@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { isLockError } from '@x/core';
 import { EtcdLocks } from '@x/etcd';
 import { fixture, reapAll, start, type Child } from './helpers/child.js';
-import { rejectionOf, within } from './helpers/core-util.js';
+import { aborted, rejectionOf, within } from './helpers/core-util.js';
 import { startEtcd, freePort, type EtcdCluster } from './helpers/etcd.js';
 import { haveTools } from './helpers/tools.js';
 import { tempDir } from './helpers/tmp.js';
@@ -193,18 +193,41 @@ describe.runIf(run)('@x/etcd on one etcd member', () => {
     }
   });
 
-  test('a held key deleted by someone else: signal aborts ECOMPROMISED, onCompromised is called', async () => {
+  test('a held key deleted by someone else (etcdctl del): the holder hears it from the watch at once (ECOMPROMISED, onCompromised); its own release never does', async () => {
+    // A 600 s TTL: the keep-alive check (every 200 s) cannot be what notices.
     const prefix = fresh();
-    const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix });
+    const holder = worker({ mode: 'hold', endpoints: etcd.endpoints, prefix, name: 'd', ttl: 600 });
+    const other = worker({ mode: 'hold', endpoints: etcd.endpoints, prefix, name: 'keep', ttl: 600 });
+    expect(await holder.line()).toMatch(/^acquired /);
+    expect(await other.line()).toMatch(/^acquired /);
+    const [key] = await keysUnder(`${prefix}d/`);
+    await etcd.etcdctl('del', key!);
+    expect(await within(holder.line(), 20_000, 'the abort')).toBe('compromised ECOMPROMISED');
+    holder.proc.stdin!.write('release\n'); // a lost lock's release: quiet, deletes nothing
+    expect(await holder.line()).toBe('released');
+    // Our own release: the watch reports the deletion of our key, and
+    // neither the released handle nor the other one counts it as a loss
+    // (a "compromised" line would come before "released").
+    other.proc.stdin!.write('release\n');
+    expect(await other.line()).toBe('released');
+    expect(await keysUnder(prefix)).toEqual([]);
+    expect(await holder.finish()).toBe(0);
+    expect(await other.finish()).toBe(0);
+
+    // In-process: onCompromised is called with the signal's reason; a second
+    // handle of the same session is left alone.
+    const locks = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix, ttl: 600 });
     try {
       let called: unknown;
       const held = await locks.tryLock('d', { onCompromised: (e) => (called = e) });
-      const aborted = new Promise((r) => held.signal.addEventListener('abort', r, { once: true }));
+      const kept = await locks.tryLock('keep');
       await etcd.etcdctl('del', held.key);
-      await within(aborted, 10_000, 'the abort');
+      await within(aborted(held.signal), 20_000, 'the abort');
       expect(isLockError(held.signal.reason, 'ECOMPROMISED')).toBe(true);
       expect(called).toBe(held.signal.reason);
       await held.release();
+      await kept.release();
+      expect(isLockError(kept.signal.reason, 'ERELEASED')).toBe(true);
     } finally {
       await locks.close();
     }

@@ -29,6 +29,8 @@ Commands:
                  every lock held in etcd under a prefix
   recover [--dry-run] [--json] [--force] <root>
                  reclaim the entries of a staging root whose writers are gone
+  recover --etcd <endpoints> [--dry-run] [--json] <root> [prefix]
+                 the same for a root whose entry ownership is in etcd
   demo [--workers <n>] [--artifacts <n>] [--keep]
                  staging area, concurrent writers, a SIGKILL, recovery, checks
   help [command] this text, or a command's

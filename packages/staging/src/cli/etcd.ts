@@ -1,6 +1,6 @@
 /**
- * `xstage run --etcd` and `xstage status --etcd`: the same commands with the
- * lock in etcd (@x/etcd) instead of a lock file. @x/etcd is an optional peer
+ * `xstage run --etcd`, `xstage status --etcd` and `xstage recover --etcd`:
+ * the same commands with the locks in etcd (@x/etcd) instead of lock files. @x/etcd is an optional peer
  * of @x/staging, imported only here and only when `--etcd` is given, so
  * local users never install it.
  */
@@ -15,7 +15,7 @@ export const EX_UNAVAILABLE = 69;
 export const DEFAULT_PREFIX = '/xlock/';
 
 /** Connects, turning bad arguments into usage errors; undefined (after a message) when that fails. */
-async function connect(endpoints: string, prefix: string, ttl?: number): Promise<EtcdLocks | undefined> {
+export async function connect(endpoints: string, prefix: string, ttl?: number): Promise<EtcdLocks | undefined> {
   let mod: typeof import('@x/etcd');
   try {
     mod = await import('@x/etcd');

@@ -1,12 +1,14 @@
 /** `xstage recover`: reclaim the entries of a staging root whose writers are gone. */
 import { resolve } from 'node:path';
-import { StagingArea } from '../area.js';
+import { StagingArea, type StagingAreaOptions } from '../area.js';
 import type { RecoverProgress } from '../sweep.js';
 import { errnoOf } from '../internal/fsutil.js';
-import { bytes, EX_NOINPUT, err, out, parse, UsageError } from './common.js';
+import { bytes, EX_NOINPUT, EX_UNAVAILABLE, err, out, parse, UsageError } from './common.js';
+import { connect, DEFAULT_PREFIX } from './etcd.js';
 import { isArea } from './status.js';
 
 export const recoverUsage = `Usage: xstage recover [--dry-run] [--json] [--force] <root>
+       xstage recover --etcd <endpoints> [--dry-run] [--json] <root> [prefix]
 
 Reclaims every entry of the staging area at <root> whose lock is free (its
 writer died): deletes the staging directory, then the lock file. Live entries
@@ -23,6 +25,13 @@ containers/storage root has no marker: use --force; the rules above hold).
 
 Options:
   --dry-run    report what would be reclaimed; delete nothing, create nothing
+  --etcd <endpoints>
+               for a root whose entry ownership lives in etcd (opened with
+               StagingArea.open(root, { locks }) on every host; [prefix] is
+               that EtcdLocks' key prefix, default /xlock/): an entry is
+               reclaimed once its owner's lease is gone, whatever host it
+               was on; entries of live owners on any host are left alone.
+               Exit 69 when etcd cannot be reached.
   --force      sweep <root> even without the .xstage-area marker
   --json       print one JSON document: {"root","dryRun","scanned","removed",
                "live","bytesFreed","elapsedMs","errors":[{"path","code",
@@ -30,7 +39,9 @@ Options:
   -h, --help   show this help
 
 Exit status: 0 when every entry was handled; 1 when some failed (listed);
-66 when <root> cannot be read or is not a staging area; 64 usage error.
+66 when <root> cannot be read or is not a staging area (or, with --etcd,
+not one whose ownership is in etcd); 64 usage error; 69 when --etcd cannot
+reach etcd.
 `;
 
 export async function cmdRecover(args: string[]): Promise<number> {
@@ -38,15 +49,33 @@ export async function cmdRecover(args: string[]): Promise<number> {
     'dry-run': { type: 'boolean' },
     json: { type: 'boolean' },
     force: { type: 'boolean' },
+    etcd: { type: 'string' },
   });
   if (values.help) return (out(recoverUsage), 0);
-  if (positionals.length !== 1)
-    throw new UsageError(positionals.length === 0 ? 'missing <root>' : `unexpected argument '${positionals[1]}'`);
-  const root = resolve(positionals[0]!);
+  const most = values.etcd === undefined ? 1 : 2;
+  if (positionals.length < 1 || positionals.length > most)
+    throw new UsageError(positionals.length === 0 ? 'missing <root>' : `unexpected argument '${positionals[most]}'`);
+  if (values.etcd === undefined) return recoverRoot(positionals[0]!, values);
+  if (values.force) throw new UsageError('--force does not apply to --etcd (the root must be a staging area)');
+  const locks = await connect(values.etcd, positionals[1] ?? DEFAULT_PREFIX);
+  if (!locks) return EX_UNAVAILABLE;
+  try {
+    return await recoverRoot(positionals[0]!, values, locks);
+  } finally {
+    await locks.close().catch(() => undefined);
+  }
+}
+
+async function recoverRoot(
+  given: string,
+  values: { 'dry-run'?: boolean | undefined; json?: boolean | undefined; force?: boolean | undefined },
+  locks?: NonNullable<StagingAreaOptions['locks']>,
+): Promise<number> {
+  const root = resolve(given);
   const dryRun = values['dry-run'] === true;
   let area: StagingArea;
   try {
-    area = await StagingArea.open(root, { create: false });
+    area = await StagingArea.open(root, { create: false, ...(locks ? { locks } : {}) });
   } catch (e) {
     err(`xstage: cannot read '${root}': ${(e as Error).message}\n`);
     return EX_NOINPUT;
