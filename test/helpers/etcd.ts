@@ -6,11 +6,13 @@
  * the member has joined the cluster through raft), never a sleep; a member
  * not ready within 20 s fails the start. Fast raft timing (50 ms heartbeat, 500 ms election) so that a
  * test that kills members stays quick; the data directories live on tmpfs
- * when there is one (etcd fsyncs every write).
+ * when there is one (etcd fsyncs every write). With `{ tls: true }`, the
+ * client URLs are https:// and etcd checks client certificates: a CA, a
+ * server and a client certificate are made with openssl(1) at start.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -41,10 +43,21 @@ interface Member {
   proc: ChildProcess | undefined;
 }
 
+/** TLS material of a cluster started with `{ tls: true }` (PEM text). */
+export interface EtcdTls {
+  ca: string;
+  cert: string;
+  key: string;
+  /** Where the files are (for etcdctl). */
+  files: { ca: string; cert: string; key: string };
+}
+
 /** A running etcd cluster. */
 export interface EtcdCluster {
   /** Client URLs, one per member. */
   endpoints: string[];
+  /** The CA and a client certificate, when started with `{ tls: true }`. */
+  tls: EtcdTls | undefined;
   /** SIGKILLs member `i` and waits for it to exit. */
   kill(i: number): Promise<void>;
   /** Restarts member `i` (same data directory); resolves when it serves again. */
@@ -54,10 +67,64 @@ export interface EtcdCluster {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-function launch(m: Member, cluster: string, state: 'new' | 'existing'): { proc: ChildProcess; ready: Promise<void> } {
+/** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl in `dir`. */
+function makeCerts(dir: string): { server: string[]; client: EtcdTls } {
+  const f = (name: string) => join(dir, name);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', '/CN=xlock test CA');
+  const sign = (name: string, usage: string, serial: string) => {
+    ssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=xlock test ${name}`);
+    writeFileSync(f(`${name}.ext`), `subjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.crt'),
+      '-CAkey',
+      f('ca.key'),
+      '-set_serial',
+      serial,
+      '-days',
+      '2',
+      '-extfile',
+      f(`${name}.ext`),
+      '-out',
+      f(`${name}.crt`),
+    );
+  };
+  // etcd's own gateway dials the member with the server certificate: it is a client certificate too.
+  sign('server', 'serverAuth,clientAuth', '2');
+  sign('client', 'clientAuth', '3');
+  const files = { ca: f('ca.crt'), cert: f('client.crt'), key: f('client.key') };
+  return {
+    server: [
+      `--cert-file=${f('server.crt')}`,
+      `--key-file=${f('server.key')}`,
+      '--client-cert-auth',
+      `--trusted-ca-file=${f('ca.crt')}`,
+    ],
+    client: {
+      ca: readFileSync(files.ca, 'utf8'),
+      cert: readFileSync(files.cert, 'utf8'),
+      key: readFileSync(files.key, 'utf8'),
+      files,
+    },
+  };
+}
+
+function launch(
+  m: Member,
+  cluster: string,
+  state: 'new' | 'existing',
+  extra: string[],
+): { proc: ChildProcess; ready: Promise<void> } {
   const proc = spawn(
     'etcd',
     [
+      ...extra,
       `--name=${m.name}`,
       `--data-dir=${m.dir}`,
       `--listen-client-urls=${m.client}`,
@@ -100,13 +167,20 @@ async function stop(proc: ChildProcess | undefined): Promise<void> {
 }
 
 /** Starts an etcd of `size` members (1 or 3) and waits until every member serves. */
-export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
+export async function startEtcd(size: 1 | 3 = 1, options: { tls?: boolean } = {}): Promise<EtcdCluster> {
   const base = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'xlock-etcd-'));
+  let certs;
+  try {
+    certs = options.tls ? makeCerts(base) : undefined;
+  } catch (err) {
+    await rm(base, { recursive: true, force: true });
+    throw err;
+  }
   const members: Member[] = [];
   for (let i = 0; i < size; i++) {
     members.push({
       name: `m${i}`,
-      client: `http://127.0.0.1:${await freePort()}`,
+      client: `${certs ? 'https' : 'http'}://127.0.0.1:${await freePort()}`,
       peer: `http://127.0.0.1:${await freePort()}`,
       dir: join(base, `m${i}`),
       proc: undefined,
@@ -120,7 +194,7 @@ export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
   try {
     await Promise.all(
       members.map((m) => {
-        const { proc, ready } = launch(m, cluster, 'new');
+        const { proc, ready } = launch(m, cluster, 'new', certs?.server ?? []);
         m.proc = proc;
         return ready;
       }),
@@ -130,20 +204,24 @@ export async function startEtcd(size: 1 | 3 = 1): Promise<EtcdCluster> {
     throw err;
   }
   const endpoints = members.map((m) => m.client);
+  const ctlTls = certs
+    ? [`--cacert=${certs.client.files.ca}`, `--cert=${certs.client.files.cert}`, `--key=${certs.client.files.key}`]
+    : [];
   return {
     endpoints,
+    tls: certs?.client,
     async kill(i) {
       await stop(members[i]!.proc);
     },
     async restart(i) {
       const m = members[i]!;
       await stop(m.proc);
-      const { proc, ready } = launch(m, cluster, 'existing');
+      const { proc, ready } = launch(m, cluster, 'existing', certs?.server ?? []);
       m.proc = proc;
       await ready;
     },
     async etcdctl(...args) {
-      const p = spawn('etcdctl', [`--endpoints=${endpoints.join(',')}`, ...args], {
+      const p = spawn('etcdctl', [`--endpoints=${endpoints.join(',')}`, ...ctlTls, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, ETCDCTL_API: '3' },
       });
