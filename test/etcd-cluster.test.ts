@@ -2,7 +2,8 @@
  * @x/etcd on a real three-member etcd cluster: one member killed, locking
  * goes on; two killed (no quorum), new acquisitions fail EUNAVAILABLE and
  * holders' signals abort ECOMPROMISED within the TTL; members restarted,
- * locking resumes.
+ * locking resumes. A waiter whose watch missed a release that etcd then
+ * compacted away re-reads its queue and gets its turn.
  */
 import { afterEach, expect, test } from 'vitest';
 import { isLockError } from '@x/core';
@@ -61,4 +62,35 @@ test.runIf(haveTools('etcd'))(
       await locks.close().catch(() => undefined);
     }
   },
+);
+
+test.runIf(haveTools('etcd', 'etcdctl'))(
+  'a waiter whose watch missed a release that etcd then compacted away re-reads and gets its turn',
+  async () => {
+    await using etcd = await startEtcd(3);
+    // The waiter talks to member 0 only; the holder to the others.
+    const waiter = await EtcdLocks.connect({ endpoints: [etcd.endpoints[0]!], prefix: '/gap/', ttl: 30 });
+    const holder = await EtcdLocks.connect({ endpoints: etcd.endpoints.slice(1), prefix: '/gap/', ttl: 30 });
+    try {
+      const held = await holder.tryLock('g');
+      const waiting = waiter.lock('g', { timeout: 25_000 });
+      while ((await holder.list('g'))[0]?.waiting !== 1) await new Promise((r) => setTimeout(r, 20));
+      // Member 0 down: the waiter's watch breaks. The release and a
+      // compaction past it happen meanwhile, so the watch cannot resume
+      // where it was: etcd cancels it with the compaction revision.
+      await etcd.kill(0);
+      await held.release();
+      const revision = (JSON.parse(await etcd.etcdctl('get', '/gap/', '-w', 'json')) as { header: { revision: number } }).header
+        .revision;
+      await etcd.etcdctl('compact', String(revision), '--physical');
+      await etcd.restart(0);
+      const mine = await waiting;
+      expect(mine.fencingToken).toBeGreaterThan(held.fencingToken);
+      await mine.release();
+    } finally {
+      await waiter.close().catch(() => undefined);
+      await holder.close().catch(() => undefined);
+    }
+  },
+  60_000,
 );
