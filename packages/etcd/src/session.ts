@@ -77,7 +77,9 @@ export class Lease {
     const member = this.#members.get(d.key);
     if (member) {
       this.#members.delete(d.key);
-      member.lost(new LockError('ECOMPROMISED', d.key, `the key ${d.key} was deleted by someone else`));
+      member.lost(
+        new LockError('ECOMPROMISED', d.key, `the key ${d.key} was deleted (by someone else, or with our expired lease)`),
+      );
     }
     const set = this.#listeners.get(d.key.slice(0, d.key.lastIndexOf('/') + 1));
     if (set) for (const l of [...set]) l(d);
