@@ -70,15 +70,22 @@ test.runIf(haveTools('etcd', 'etcdctl'))(
     await using etcd = await startEtcd(3);
     // The waiter talks to member 0 only; the holder to the others.
     const waiter = await EtcdLocks.connect({ endpoints: [etcd.endpoints[0]!], prefix: '/gap/', ttl: 30 });
-    const holder = await EtcdLocks.connect({ endpoints: etcd.endpoints.slice(1), prefix: '/gap/', ttl: 30 });
+    const holder = await EtcdLocks.connect({
+      endpoints: etcd.endpoints.slice(1),
+      prefix: '/gap/',
+      ttl: 30,
+      requestTimeout: 1000, // a request caught by the leader election fails fast, and cycle() retries
+    });
     try {
       const held = await holder.tryLock('g');
       const waiting = waiter.lock('g', { timeout: 25_000 });
+      waiting.catch(() => undefined); // awaited below; never an unhandled rejection if the test fails first
       while ((await holder.list('g'))[0]?.waiting !== 1) await new Promise((r) => setTimeout(r, 20));
       // Member 0 down: the waiter's watch breaks. The release and a
       // compaction past it happen meanwhile, so the watch cannot resume
       // where it was: etcd cancels it with the compaction revision.
       await etcd.kill(0);
+      await cycle(holder, 'elected'); // the others have a leader again (a write gets through)
       await held.release();
       const revision = (JSON.parse(await etcd.etcdctl('get', '/gap/', '-w', 'json')) as { header: { revision: number } }).header
         .revision;
