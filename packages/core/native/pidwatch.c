@@ -130,15 +130,7 @@ napi_value js_watch_pid(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_unref_threadsafe_function(env, w->tsfn); /* a watch keeps nothing alive */
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&w->thread, &attr, pidwatch_thread, w);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  int rc = start_thread(&w->thread, pidwatch_thread, w);
   if (rc != 0) {
     napi_release_threadsafe_function(w->tsfn, napi_tsfn_abort);
     close(pidfd);

@@ -85,6 +85,23 @@ int set_lock(int fd, int type, int wait) {
 #endif
 }
 
+/* Starts a helper thread (pool.c's waits, pidwatch.c)
+ * with a 64 KiB stack and every signal blocked, so process-directed signals
+ * (SIGINT, SIGCHLD...) never land on it; a thread unblocks what it needs
+ * itself. 0 | an errno. */
+int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg) {
+  pthread_attr_t attr;
+  sigset_t all, old;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(thread, &attr, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  return rc;
+}
+
 /* open(path, flags, mode) -> fd | -errno. O_CLOEXEC always: a child must never
  * inherit (and so keep alive) a lock. */
 static napi_value js_open(napi_env env, napi_callback_info info) {
@@ -173,13 +190,28 @@ static int is_lease_record(const char *head, size_t n) {
   return n >= LEASE_PREFIX_LEN && memcmp(head, lease_prefix, LEASE_PREFIX_LEN) == 0;
 }
 
-/* verify(fd, path[, record, ours, same]) -> 0 | 1 (not the linked inode at
- * path) | 2 (a lease file: nothing written, the caller judges the lease) |
- * 3 (foreign content: nothing written) | -errno.
- * After a lock is granted: is the locked inode still linked and still the
+/* Writes the current time (ms since the epoch, CLOCK_REALTIME) over the 13
+ * digits of `createdAt` at `same`, when they are there: a record is rendered
+ * once and re-stamped at each write. */
+static void stamp_record(char *data, size_t len, size_t same) {
+  if (same + 13 >= len) return;
+  for (size_t i = same; i < same + 13; i++)
+    if (data[i] < '0' || data[i] > '9') return;
+  if (data[same + 13] >= '0' && data[same + 13] <= '9') return;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (ms < 1000000000000LL || ms > 9999999999999LL) return;
+  for (size_t i = same + 13; i-- > same; ms /= 10) data[i] = (char)('0' + ms % 10);
+}
+
+/* After a lock is granted: is the locked inode still linked and still the
  * one at `path`? The unlink race (SPEC 3.3 item 2) hinges on this check.
- * When it is and a record Buffer is given, the owner record goes into the
- * file, using the size from the same fstat (no separate stat per lock):
+ * Returns 0 | 1 (not the linked inode at path) | 2 (a lease file: nothing
+ * written, the caller judges the lease) | 3 (foreign content: nothing
+ * written) | -errno. When it is and a record is given (`data`, `len`), the
+ * owner record goes into the file, using the size from the same fstat (no
+ * separate stat per lock):
  *   - an empty file gets the record;
  *   - a file whose first `ours` bytes differ from the record's (not one of
  *     our records: podman's last-writer token, a pid file) is another
@@ -187,13 +219,68 @@ static int is_lease_record(const char *head, size_t n) {
  *   - a file that already holds this record up to byte `same` (the same
  *     holder: pid, host, start time) and has its length is left as it is
  *     (repeated acquisitions by one process cost no write);
- *   - else pwrite, then truncate only a longer old record (truncating to the
- *     same size still costs a journalled inode update on ext4), so a
- *     concurrent reader sees the old record, the new one, or the new one
- *     with a tail it must tolerate.
+ *   - else the record, stamped with the current time (stamp_record), is
+ *     written with pwrite, then only a longer old record is truncated
+ *     (truncating to the same size still costs a journalled inode update on
+ *     ext4), so a concurrent reader sees the old record, the new one, or
+ *     the new one with a tail it must tolerate.
  * The content check reads the file (pread) only when it is not empty. The
  * record is informational: a failed write (a full disk) does not fail the
- * lock. See docs/interop.md ("Foreign lock files"). */
+ * lock. Called on the JS thread (verify()) and on pool threads (a wait
+ * given a path, wait.c). See docs/interop.md ("Foreign lock files"). */
+int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same) {
+  struct stat a;
+  int held = held_at(fd, path, &a, 1);
+  if (held != 0) return held;
+  if (a.st_size > 0) {
+    /* One pread of the head serves both checks (lease, foreign/same). */
+    char head[512];
+    size_t want = len > LEASE_PREFIX_LEN ? len : LEASE_PREFIX_LEN;
+    if (want > sizeof head) want = sizeof head;
+    ssize_t r;
+    do r = pread(fd, head, want, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return 0; /* unreadable (write-only): leave it */
+    if (is_lease_record(head, (size_t)r)) return 2;
+    if (data != NULL) {
+      if ((size_t)r < ours || memcmp(head, data, ours) != 0) return 3;
+      if (a.st_size == (off_t)len && same <= (size_t)r && memcmp(head, data, same) == 0) return 0;
+    }
+  }
+  if (data != NULL) {
+    stamp_record(data, len, same);
+    ssize_t w;
+    do w = pwrite(fd, data, len, 0);
+    while (w < 0 && errno == EINTR);
+    if (w == (ssize_t)len && a.st_size > (off_t)len) (void)ftruncate(fd, (off_t)len);
+  }
+  return 0;
+}
+
+/* Reads the optional owner record at argv[i..i+2] (record Buffer, ours,
+ * same): 1 (data stays NULL when argv[i] is missing or undefined), or 0
+ * after throwing. */
+int arg_record(napi_env env, napi_value *argv, size_t argc, size_t i, void **data, size_t *len,
+               int32_t *ours, int32_t *same) {
+  napi_valuetype t;
+  *data = NULL;
+  *len = 0;
+  if (argc <= i || napi_typeof(env, argv[i], &t) != napi_ok || t == napi_undefined) return 1;
+  if (napi_get_buffer_info(env, argv[i], data, len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "xlock: expected `record` to be a Buffer");
+    return 0;
+  }
+  if (!arg_int(env, argv, argc, i + 1, "ours", ours) || !arg_int(env, argv, argc, i + 2, "same", same))
+    return 0;
+  if (*ours < 0 || *same < 0 || (size_t)*ours > *len || (size_t)*same > *len) {
+    napi_throw_range_error(env, NULL, "xlock: `ours` and `same` must lie within the record");
+    return 0;
+  }
+  return 1;
+}
+
+/* verify(fd, path[, record, ours, same]) -> verify_record()'s result. The
+ * record Buffer is stamped in place. */
 static napi_value js_verify(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -207,49 +294,8 @@ static napi_value js_verify(napi_env env, napi_callback_info info) {
       (pr = arg_path(env, argv, argc, 1, path)) == 0)
     return NULL;
   if (pr < 0) return make_int(env, pr);
-  if (argc >= 3) {
-    napi_valuetype t;
-    CHECK(napi_typeof(env, argv[2], &t));
-    if (t != napi_undefined) {
-      if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
-        napi_throw_type_error(env, NULL, "xlock: expected `record` to be a Buffer");
-        return NULL;
-      }
-      if (!arg_int(env, argv, argc, 3, "ours", &ours) ||
-          !arg_int(env, argv, argc, 4, "same", &same))
-        return NULL;
-      if (ours < 0 || same < 0 || (size_t)ours > len || (size_t)same > len) {
-        napi_throw_range_error(env, NULL, "xlock: `ours` and `same` must lie within the record");
-        return NULL;
-      }
-    }
-  }
-  struct stat a;
-  int held = held_at(fd, path, &a, 1);
-  if (held != 0) return make_int(env, held);
-  if (a.st_size > 0) {
-    /* One pread of the head serves both checks (lease, foreign/same). */
-    char head[512];
-    size_t want = len > LEASE_PREFIX_LEN ? len : LEASE_PREFIX_LEN;
-    if (want > sizeof head) want = sizeof head;
-    ssize_t r;
-    do r = pread(fd, head, want, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) return make_int(env, 0); /* unreadable (write-only): leave it */
-    if (is_lease_record(head, (size_t)r)) return make_int(env, 2);
-    if (data != NULL) {
-      if ((size_t)r < (size_t)ours || memcmp(head, data, (size_t)ours) != 0) return make_int(env, 3);
-      if (a.st_size == (off_t)len && (size_t)same <= (size_t)r && memcmp(head, data, (size_t)same) == 0)
-        return make_int(env, 0);
-    }
-  }
-  if (data != NULL) {
-    ssize_t w;
-    do w = pwrite(fd, data, len, 0);
-    while (w < 0 && errno == EINTR);
-    if (w == (ssize_t)len && a.st_size > (off_t)len) (void)ftruncate(fd, (off_t)len);
-  }
-  return make_int(env, 0);
+  if (!arg_record(env, argv, argc, 2, &data, &len, &ours, &same)) return NULL;
+  return make_int(env, verify_record(fd, path, data, len, (size_t)ours, (size_t)same));
 }
 
 /* unlinkHeld(fd, path) -> 0 | 1 (not ours: left alone) | -errno. Deletes the

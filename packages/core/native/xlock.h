@@ -1,8 +1,9 @@
 /*
  * xlock.h: what the files of the kernel-lock addon share (xlock.c: the
- * lock primitives and the module; wait.c: blocking waits on pooled threads;
- * pidwatch.c: watching a process for its exit; lease.c: the lease
- * backend's publish and release). Every symbol is hidden
+ * lock primitives, shared helpers and the module; pool.c/pool.h: blocking
+ * lock calls on pooled threads; wait.c: the waits' N-API side; pidwatch.c:
+ * watching a process for its exit; lease.c: the lease backend's publish and
+ * release). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
 #ifndef XLOCK_H
@@ -52,9 +53,17 @@ enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
 napi_value make_int(napi_env env, int64_t v);
 int arg_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *name, int32_t *out);
 int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i, char *buf);
+int arg_record(napi_env env, napi_value *argv, size_t argc, size_t i, void **data, size_t *len,
+               int32_t *ours, int32_t *same);
 int set_lock(int fd, int type, int wait);
+int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same);
+int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 
-/* wait.c: blocking waits on pooled threads. */
+/* A wait given a path reports a failed check after the grant as
+ * -(XL_VERIFY_FAILED + errno) (wait.c). */
+#define XL_VERIFY_FAILED 0x10000
+
+/* wait.c: blocking waits on pooled threads (pool.c). */
 napi_value js_wait(napi_env env, napi_callback_info info);
 napi_value js_cancel(napi_env env, napi_callback_info info);
 napi_value js_trim(napi_env env, napi_callback_info info);

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
 import { formatRecord, judgeKernelOwner, parseRecord, RECORD_PREFIX, type LockOwner } from '../owner.js';
 import { holderLiveness, processStartTicks } from './identity.js';
-import { addon, kernelLocks, LockType, type NativeAddon } from '../platform/native.js';
+import { addon, kernelLocks, LockType, VERIFY_FAILED, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
@@ -93,24 +93,21 @@ function render(pid: number, backend: 'kernel' | 'flock'): { buf: Buffer; same: 
 }
 
 /**
- * The owner record. Our own is rendered once into a buffer whose timestamp
- * digits are rewritten in place (`verify` copies it out synchronously).
+ * The owner record. Our own is rendered once; the addon writes the current
+ * time over its `createdAt` digits each time it writes it (so does
+ * {@link writeRecord}).
  */
 export function kernelRecord(pid: number, backend: 'kernel' | 'flock' = 'kernel'): KernelRecord {
   if (pid !== selfPid) return render(pid, backend);
-  const now = String(Date.now());
-  // 13 digits until the year 2286; after that, render afresh.
-  if (now.length !== 13) return render(pid, backend);
   let rec = selfRecords.get(backend);
   if (!rec) selfRecords.set(backend, (rec = render(pid, backend)));
-  rec.buf.write(now, rec.same, 'latin1');
   return rec;
 }
 
 /**
  * verify() with the owner record: the inode check, then the record is
  * written unless the file is a lease (2) or another program's (3: see
- * xlock.c's js_verify), or already names this holder.
+ * xlock.c's verify_record), or already names this holder.
  */
 function verifyAndRecord(a: NativeAddon, fd: number, path: string, rec: KernelRecord | undefined): number {
   return rec ? a.verify(fd, path, rec.buf, RECORD_PREFIX.length, rec.same) : a.verify(fd, path);
@@ -133,14 +130,29 @@ function foreignContent(fd: number): boolean {
  * scope's time is up or the caller's signal aborts; resolves the addon's
  * result (see {@link waitOutcome}). The deadline lives in the native wait: no
  * JS timer runs while waiting, and a cancel is never lost (docs/waiting.md).
- * No async function here: each promise hop costs on the hand-off.
+ * With `verify`, the granted lock is checked against `path` and `rec` is
+ * written on that thread before the promise resolves, so the hand-off runs
+ * as little JavaScript as possible after the wake-up. No async function
+ * here: each promise hop costs on the hand-off.
  */
-function nativeWait(fd: number, type: LockType, scope: WaitScope | undefined, path: string): Promise<number> {
-  const a = native(path);
-  const left = scope ? scope.remaining() : Infinity;
-  const pending = a.wait(fd, type, left === Infinity ? -1 : left);
+function nativeWait(
+  a: NativeAddon,
+  fd: number,
+  type: LockType,
+  scope: WaitScope,
+  path: string,
+  verify: boolean,
+  rec: KernelRecord | undefined,
+): Promise<number> {
+  const left = scope.remaining();
+  const ms = left === Infinity ? -1 : left;
+  const pending = !verify
+    ? a.wait(fd, type, ms)
+    : rec
+      ? a.wait(fd, type, ms, path, rec.buf, RECORD_PREFIX.length, rec.same)
+      : a.wait(fd, type, ms, path);
   // Without a signal nothing but the deadline can end the wait: no listener.
-  const signal = scope?.callerSignal;
+  const signal = scope.callerSignal;
   if (!signal) return pending;
   const onAbort = () => a.cancel(fd);
   if (signal.aborted) onAbort();
@@ -151,16 +163,25 @@ function nativeWait(fd: number, type: LockType, scope: WaitScope | undefined, pa
   });
 }
 
-/** Returns when a wait's `result` means the lock on `fd` is ours; throws why not otherwise. */
-function waitOutcome(result: number, fd: number, type: LockType, scope: WaitScope | undefined, path: string): void {
-  const signal = scope?.callerSignal;
-  if (result === 0) {
-    if (!signal?.aborted) return;
-    native(path).setlk(fd, (type & LockType.Flock) as LockType); // got it as the abort came: the abort wins
-    throw signal.reason as Error;
+/** Not verified yet (a wait without `verify`, or a lock taken at once). */
+const UNVERIFIED = -1;
+
+/**
+ * What a wait's `result` means: the verify() result when the lock on `fd`
+ * is ours (UNVERIFIED if the wait did not verify); throws why not otherwise.
+ */
+function waitOutcome(result: number, fd: number, type: LockType, scope: WaitScope, path: string, verified: boolean): number {
+  if (result >= 0) {
+    const signal = scope.callerSignal;
+    if (signal?.aborted) {
+      native(path).setlk(fd, (type & LockType.Flock) as LockType); // got it as the abort came: the abort wins
+      throw signal.reason as Error;
+    }
+    return verified ? result : UNVERIFIED;
   }
-  if (result === E.ECANCELED && signal?.aborted) throw signal.reason as Error;
-  if (result === E.ETIMEDOUT && scope) throw scope.timeoutError();
+  if (result <= -VERIFY_FAILED) throw osError(result + VERIFY_FAILED, 'fstat', path);
+  if (result === E.ECANCELED && scope.callerSignal?.aborted) throw scope.callerSignal.reason as Error;
+  if (result === E.ETIMEDOUT) throw scope.timeoutError();
   throw osError(result, type & LockType.Flock ? 'flock' : 'fcntl', path);
 }
 
@@ -187,19 +208,24 @@ export interface KernelHeld {
  * into an empty file or one holding one of our records; another program's
  * lock file (podman's last-writer token, a pid file) is never written.
  */
-export async function acquireKernel(path: string, o: Checked, wait?: WaitScope | false, recordOf?: number): Promise<KernelHeld> {
+export async function acquireKernel(path: string, o: Checked, wait?: WaitScope, recordOf?: number): Promise<KernelHeld> {
   const a = native(path);
   const flock = o.backend === 'flock' ? LockType.Flock : 0;
   const type = ((o.shared ? LockType.Shared : LockType.Exclusive) | flock) as LockType;
+  // The owner record of `recordOf` is written by the same native call as
+  // the inode check, stamped with the time we got the lock.
+  const rec = recordOf === undefined ? undefined : kernelRecord(recordOf, flock ? 'flock' : 'kernel');
   for (let replaced = 0; ;) {
     const fd = openLockFile(path, o);
     let ok = false;
     try {
       if (hooks.afterOpen) await hooks.afterOpen(path);
+      let v = UNVERIFIED;
       const r = a.setlk(fd, type);
       if (r === E.EAGAIN) {
         if (!wait) throw lockedError(path, ownerOf(fd, type));
-        waitOutcome(await nativeWait(fd, type, wait || undefined, path), fd, type, wait || undefined, path);
+        // The last lock taken is verified on the wait's thread (flock: the OFD lock follows).
+        v = waitOutcome(await nativeWait(a, fd, type, wait, path, !flock, rec), fd, type, wait, path, !flock);
       } else if (r < 0) throw osError(r, flock ? 'flock' : 'fcntl', path);
       if (flock) {
         // The same mode as an OFD lock on the same descriptor: a process that
@@ -209,20 +235,17 @@ export async function acquireKernel(path: string, o: Checked, wait?: WaitScope |
         const r2 = a.setlk(fd, ofd);
         if (r2 === E.EAGAIN) {
           if (!wait) throw lockedError(path, ownerOf(fd, ofd));
-          waitOutcome(await nativeWait(fd, ofd, wait || undefined, path), fd, ofd, wait || undefined, path);
+          v = waitOutcome(await nativeWait(a, fd, ofd, wait, path, true, rec), fd, ofd, wait, path, true);
         } else if (r2 < 0) throw osError(r2, 'fcntl', path);
       }
-      // The owner record of `recordOf` (rendered now: it carries the time
-      // we got the lock) is written by the same native call, once verified.
-      const rec = recordOf === undefined ? undefined : kernelRecord(recordOf, flock ? 'flock' : 'kernel');
-      const v = verifyAndRecord(a, fd, path, rec);
+      if (v === UNVERIFIED) v = verifyAndRecord(a, fd, path, rec);
       if (v < 0) throw osError(v, 'fstat', path);
       if (v === 2) {
         // A lease file: its holder takes no kernel lock, so judge the lease.
         const lease = leaseOnFile(path, fd, o);
         if (!lease.held) {
           // A dead lease's record is one of ours: replaced by our record.
-          if (rec) writeRecord(fd, rec.buf, path);
+          if (rec) writeRecord(fd, rec, path);
           ok = true;
           return { fd, foreign: false };
         }
@@ -247,11 +270,14 @@ export async function acquireKernel(path: string, o: Checked, wait?: WaitScope |
   }
 }
 
-/** Replaces the content of our lock file with our record (a lease we took over). */
-function writeRecord(fd: number, record: Buffer, path: string): void {
+/** Replaces the content of our lock file with our record, stamped now (a lease we took over). */
+function writeRecord(fd: number, rec: KernelRecord, path: string): void {
+  const now = String(Date.now());
+  // 13 digits until the year 2286 (the addon stamps the same way).
+  if (now.length === 13) rec.buf.write(now, rec.same, 'latin1');
   try {
     ftruncateSync(fd, 0);
-    writeSync(fd, record, 0, record.length, 0);
+    writeSync(fd, rec.buf, 0, rec.buf.length, 0);
   } catch (err) {
     throw withPath(err, path);
   }

@@ -24,8 +24,21 @@ export interface NativeAddon {
   unlinkHeld(fd: number, path: string): number;
   close(fd: number): number;
   renameNoReplace(from: string, to: string): number;
-  /** Resolves 0 once held, or -errno (ETIMEDOUT after `timeoutMs` >= 0, ECANCELED after cancel). */
-  wait(fd: number, type: LockType, timeoutMs: number): Promise<number>;
+  /**
+   * Resolves 0 once held, or -errno (ETIMEDOUT after `timeoutMs` >= 0, ECANCELED after cancel).
+   * With `path`, a granted lock is checked (and `record` written) on the wait's thread before
+   * it resolves: then it resolves `verify()`'s result (0..3, held), or
+   * `-(VERIFY_FAILED + errno)` when that check failed (held too).
+   */
+  wait(
+    fd: number,
+    type: LockType,
+    timeoutMs: number,
+    path?: string,
+    record?: Buffer,
+    ours?: number,
+    same?: number,
+  ): Promise<number>;
   cancel(fd: number): void;
   /** Asks idle wait threads to exit now; returns how many are still running. */
   trimWaitThreads(): number;
@@ -48,6 +61,9 @@ export interface NativeAddon {
   watchPid(pid: number, done: (result: number) => void): WatchHandle | number;
   unwatchPid(handle: WatchHandle): void;
 }
+
+/** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */
+export const VERIFY_FAILED = 0x10000;
 
 /** An opaque handle of a process watch (pidfd). */
 export type WatchHandle = object & { readonly __watch: unique symbol };
