@@ -5,11 +5,22 @@ import { dirname, resolve } from 'node:path';
 import { LockError } from './errors.js';
 import { isProcessAlive } from './owner.js';
 import { addon, kernelLocks } from './platform/native.js';
-import { acquireKernel, createKernel, releaseKernel, selfPid } from './internal/kernel.js';
+import { hooks } from './internal/hooks.js';
+import {
+  acquireKernel,
+  createKernel,
+  kernelAfterWait,
+  lockKernelNow,
+  releaseKernel,
+  selfPid,
+  waitKernel,
+  type KernelBusy,
+  type KernelHeld,
+} from './internal/kernel.js';
 import { acquireLease, type Lease } from './internal/lease.js';
 import { watchPid } from './internal/pidwatch.js';
 import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
-import { abortable, enqueue, WaitScope } from './internal/wait.js';
+import { abortable, enqueue, queued, WaitScope } from './internal/wait.js';
 
 export type { LockOptions } from './internal/options.js';
 
@@ -184,25 +195,80 @@ function checkPid(o: Checked, path: string): number {
   return o.pid;
 }
 
-async function acquire(path: unknown, options: unknown, wait: boolean): Promise<FileLock> {
-  const abs = resolve(checkPath(path));
-  const o = checkOptions(options);
-  if (inside.getStore()?.has(abs)) {
-    throw new LockError('ELOCKED', abs, `'${abs}' is already held by the enclosing withLock() of this async context`);
+function acquire(path: unknown, options: unknown, wait: boolean): Promise<FileLock> {
+  let abs: string, o: Checked, backend: 'kernel' | 'flock' | 'lease', pid: number;
+  try {
+    abs = resolve(checkPath(path));
+    o = checkOptions(options);
+    if (inside.getStore()?.has(abs)) {
+      throw new LockError('ELOCKED', abs, `'${abs}' is already held by the enclosing withLock() of this async context`);
+    }
+    backend = chooseBackend(abs, o);
+    if (o.shared && backend === 'lease') throw new LockError('ENOTSUP', abs, 'shared locks need the kernel backend');
+    if (!o.create && backend === 'lease') throw new LockError('ENOTSUP', abs, '`create: false` needs the kernel backend');
+    pid = checkPid(o, abs);
+    o.signal?.throwIfAborted();
+    // The common case, kept short (it is what a hand-off runs after the
+    // wake-up): a kernel lock taken at once, or one wait on a pooled thread
+    // that also checks the inode and writes the record before it reports,
+    // then one promise hop to the caller. Everything else (waiters of this
+    // process queued ahead, a file replaced meanwhile, a lease file, test
+    // hooks) takes the general path below.
+    if (backend === 'kernel' && !hooks.afterOpen && !(wait && queued(abs))) {
+      const k = lockKernelNow(abs, o, wait, o.shared ? undefined : pid);
+      if (k && 'type' in k) return afterWait(abs, o, pid, k);
+      if (k) return Promise.resolve(kernelLock(abs, k, o));
+    }
+  } catch (err) {
+    return Promise.reject(err as Error);
   }
-  const backend = chooseBackend(abs, o);
-  if (o.shared && backend === 'lease') throw new LockError('ENOTSUP', abs, 'shared locks need the kernel backend');
-  if (!o.create && backend === 'lease') throw new LockError('ENOTSUP', abs, '`create: false` needs the kernel backend');
-  const pid = checkPid(o, abs);
-  o.signal?.throwIfAborted();
-  const scope = wait ? new WaitScope(o, abs) : undefined;
-  const turn = wait ? enqueue(abs) : undefined;
+  return acquireSlow(abs, o, backend, pid, wait);
+}
+
+function kernelLock(abs: string, held: KernelHeld, o: Checked): FileLock {
+  // Another program's lock file is never deleted (docs/interop.md).
+  return new FileLock(token, abs, { kind: 'kernel', fd: held.fd, remove: (o.removeOnRelease ?? false) && !held.foreign }, o);
+}
+
+/** The fast path's wait: this call is now first in this process's queue for `abs`. */
+function afterWait(abs: string, o: Checked, pid: number, busy: KernelBusy): Promise<FileLock> {
+  const turn = enqueue(abs);
+  const scope = new WaitScope(o, abs);
+  return waitKernel(busy, abs, scope).then((result) => {
+    let held: KernelHeld | undefined;
+    let retry = false;
+    try {
+      held = kernelAfterWait(busy, result, abs, o, scope);
+      retry = held === undefined;
+    } finally {
+      if (!retry) {
+        turn.done();
+        scope.dispose();
+      }
+    }
+    return held ? kernelLock(abs, held, o) : acquireSlow(abs, o, 'kernel', pid, true, scope, turn);
+  });
+}
+
+/**
+ * The general path. A call that already waited on the fast path passes its
+ * scope and its turn (it is first in the queue) on.
+ */
+async function acquireSlow(
+  abs: string,
+  o: Checked,
+  backend: 'kernel' | 'flock' | 'lease',
+  pid: number,
+  wait: boolean,
+  scope = wait ? new WaitScope(o, abs) : undefined,
+  turn = wait ? enqueue(abs) : undefined,
+): Promise<FileLock> {
   try {
     if (turn?.prev) await abortable(turn.prev, scope!.signal);
     if (backend === 'kernel' || backend === 'flock') {
-      // The record is written before we return, even after a wait where it
-      // costs a good part of the hand-off: written later, it would meanwhile
-      // name the previous (often dead) holder to readOwner, ELOCKED, status.
+      // The record is written before we return, even after a wait: written
+      // later, it would meanwhile name the previous (often dead) holder to
+      // readOwner, ELOCKED, status.
       const { fd, foreign } = await acquireKernel(abs, o, scope, o.shared ? undefined : pid);
       // Another program's lock file is never deleted (docs/interop.md).
       return new FileLock(token, abs, { kind: backend, fd, remove: (o.removeOnRelease ?? false) && !foreign }, o);

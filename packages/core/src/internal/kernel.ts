@@ -255,12 +255,10 @@ export async function acquireKernel(path: string, o: Checked, wait?: WaitScope, 
         await nap(o.pollInterval, wait.cancellable ? wait.signal : never, {}, lease.pid);
         continue;
       }
-      if (v === 0 || v === 3) {
+      const held = settle(fd, v, rec, o);
+      if (held) {
         ok = true;
-        // Without a record (shared locks) the content is only checked when
-        // it matters: before a removal on release.
-        const foreign = v === 3 || (rec === undefined && o.removeOnRelease === true && foreignContent(fd));
-        return { fd, foreign };
+        return held;
       }
     } finally {
       if (!ok) a.close(fd);
@@ -268,6 +266,84 @@ export async function acquireKernel(path: string, o: Checked, wait?: WaitScope, 
     // Deleted or replaced while we waited: retry on what is at the path now.
     if (++replaced >= 1000) throw new LockError('ECOMPROMISED', path, `'${path}' kept being replaced while locking it`);
   }
+}
+
+/** What a lock taken on `fd` with verify() result `v` amounts to (undefined: 1 or 2, the general path decides). */
+function settle(fd: number, v: number, rec: KernelRecord | undefined, o: Checked): KernelHeld | undefined {
+  if (v !== 0 && v !== 3) return undefined;
+  // Without a record (shared locks) the content is only checked when it
+  // matters: before a removal on release.
+  return { fd, foreign: v === 3 || (rec === undefined && o.removeOnRelease === true && foreignContent(fd)) };
+}
+
+/** A first attempt that found the lock held elsewhere: `fd` stays open for {@link waitKernel}. */
+export interface KernelBusy {
+  readonly fd: number;
+  readonly type: LockType;
+  readonly rec: KernelRecord | undefined;
+}
+
+/**
+ * The common case of {@link acquireKernel} (the OFD kernel backend),
+ * synchronous: open, lock without waiting, verify and record. Returns what
+ * it took; or, when the lock is held elsewhere and `wait`, the open
+ * descriptor to hand to {@link waitKernel}; or undefined (nothing left open)
+ * when the file was replaced meanwhile or is a lease file: then
+ * {@link acquireKernel} decides. Throws ELOCKED (without `wait`) and OS errors.
+ */
+export function lockKernelNow(path: string, o: Checked, wait: boolean, recordOf?: number): KernelHeld | KernelBusy | undefined {
+  const a = native(path);
+  const type = o.shared ? LockType.Shared : LockType.Exclusive;
+  const rec = recordOf === undefined ? undefined : kernelRecord(recordOf);
+  const fd = openLockFile(path, o);
+  let keep = false;
+  try {
+    const r = a.setlk(fd, type);
+    if (r === E.EAGAIN) {
+      if (!wait) throw lockedError(path, ownerOf(fd, type));
+      keep = true;
+      return { fd, type, rec };
+    }
+    if (r < 0) throw osError(r, 'fcntl', path);
+    const v = verifyAndRecord(a, fd, path, rec);
+    if (v < 0) throw osError(v, 'fstat', path);
+    const held = settle(fd, v, rec, o);
+    keep = held !== undefined;
+    return held;
+  } finally {
+    if (!keep) a.close(fd);
+  }
+}
+
+/**
+ * Waits for the lock {@link lockKernelNow} found held; the inode check and
+ * the record run on the wait's thread. Resolves the addon's result, for
+ * {@link kernelAfterWait}. The descriptor stays open either way.
+ */
+export function waitKernel(busy: KernelBusy, path: string, scope: WaitScope): Promise<number> {
+  return nativeWait(native(path), busy.fd, busy.type, scope, path, true, busy.rec);
+}
+
+/**
+ * What {@link waitKernel}'s result amounts to: what was taken, or undefined
+ * (descriptor closed) when {@link acquireKernel} must decide (the file was
+ * replaced while we waited, or is a lease file). Throws (descriptor closed)
+ * when the wait failed: timeout, abort, OS error.
+ */
+export function kernelAfterWait(
+  busy: KernelBusy,
+  result: number,
+  path: string,
+  o: Checked,
+  scope: WaitScope,
+): KernelHeld | undefined {
+  let held: KernelHeld | undefined;
+  try {
+    held = settle(busy.fd, waitOutcome(result, busy.fd, busy.type, scope, path, true), busy.rec, o);
+  } finally {
+    if (held === undefined) native(path).close(busy.fd);
+  }
+  return held;
 }
 
 /** Replaces the content of our lock file with our record, stamped now (a lease we took over). */

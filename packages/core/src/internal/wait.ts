@@ -99,6 +99,11 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<
 
 const tails = new Map<string, Promise<void>>();
 
+/** Whether `lock()` calls of this process are queued for `key` (a new one must queue behind them). */
+export function queued(key: string): boolean {
+  return tails.has(key);
+}
+
 /**
  * The in-process FIFO of `lock()` waiters per path: only the head of the
  * queue contends with other processes, so waiters of one process are served
