@@ -2,6 +2,13 @@
 import { LockError } from '../errors.js';
 import type { Checked } from './options.js';
 
+/**
+ * Milliseconds on the monotonic clock. Not `performance.now()`: after a
+ * wait of milliseconds everything runs cold, and that one costs about 10 µs
+ * more there (docs/waiting.md).
+ */
+const now = (): number => Number(process.hrtime.bigint()) / 1e6;
+
 /** The longest delay `setTimeout` honours (ms). */
 const MAX_TIMER = 2 ** 31 - 1;
 
@@ -15,7 +22,7 @@ const MAX_TIMER = 2 ** 31 - 1;
 export class WaitScope {
   readonly #options: Checked;
   readonly #path: string;
-  readonly #start = performance.now();
+  readonly #start = now();
   #controller: AbortController | undefined;
   #timer: NodeJS.Timeout | undefined;
   #onAbort: (() => void) | undefined;
@@ -38,7 +45,7 @@ export class WaitScope {
   /** Milliseconds left until the timeout (Infinity: none). */
   remaining(): number {
     const { timeout } = this.#options;
-    return timeout === Infinity ? Infinity : Math.max(0, timeout - (performance.now() - this.#start));
+    return timeout === Infinity ? Infinity : Math.max(0, timeout - (now() - this.#start));
   }
 
   /** The error of a wait that ran out of time. */
@@ -63,10 +70,10 @@ export class WaitScope {
       // A timer longer than 2^31-1 ms fires after 1 ms in Node: wait in legs.
       const arm = (left: number): void => {
         if (left <= 0) expire();
-        else if (left > MAX_TIMER) this.#timer = setTimeout(() => arm(deadline - performance.now()), MAX_TIMER);
+        else if (left > MAX_TIMER) this.#timer = setTimeout(() => arm(deadline - now()), MAX_TIMER);
         else this.#timer = setTimeout(expire, left);
       };
-      arm(deadline - performance.now());
+      arm(deadline - now());
     }
     return controller.signal;
   }
@@ -97,28 +104,55 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<
   });
 }
 
-const tails = new Map<string, Promise<void>>();
+/**
+ * A place in the in-process FIFO of `lock()` waiters per path: only the head
+ * of the queue contends with other processes, so waiters of one process are
+ * served in the order they called. `prev` settles when it is our turn;
+ * `done()` passes the turn on (after `prev`, so an aborted waiter never lets
+ * the next one jump ahead of an earlier one). The promise the next waiter
+ * waits on is made only when there is a next waiter.
+ */
+export class Turn {
+  readonly prev: Promise<void> | undefined;
+  readonly #key: string;
+  #next: Promise<void> | undefined;
+  #resolve: (() => void) | undefined;
+  #passed = false;
+
+  constructor(key: string, prev: Turn | undefined) {
+    this.#key = key;
+    this.prev = prev === undefined ? undefined : prev.#after();
+  }
+
+  /** Settles once this turn is passed on. */
+  #after(): Promise<void> {
+    if (this.#passed) return Promise.resolve();
+    return (this.#next ??= new Promise<void>((resolve) => (this.#resolve = resolve)));
+  }
+
+  #pass(): void {
+    if (tails.get(this.#key) === this) tails.delete(this.#key);
+    this.#passed = true;
+    this.#resolve?.();
+  }
+
+  /** Passes the turn on (once `prev` has settled). */
+  done(): void {
+    if (this.prev) void this.prev.then(() => this.#pass());
+    else this.#pass();
+  }
+}
+
+const tails = new Map<string, Turn>();
 
 /** Whether `lock()` calls of this process are queued for `key` (a new one must queue behind them). */
 export function queued(key: string): boolean {
   return tails.has(key);
 }
 
-/**
- * The in-process FIFO of `lock()` waiters per path: only the head of the
- * queue contends with other processes, so waiters of one process are served
- * in the order they called. `prev` settles when it is our turn; `done()`
- * passes the turn on (after `prev`, so an aborted waiter never lets the next
- * one jump ahead of an earlier one).
- */
-export function enqueue(key: string): { prev: Promise<void> | undefined; done: () => void } {
-  const prev = tails.get(key);
-  let resolve!: () => void;
-  const mine = new Promise<void>((r) => (resolve = r));
-  tails.set(key, mine);
-  const pass = () => {
-    if (tails.get(key) === mine) tails.delete(key);
-    resolve();
-  };
-  return { prev, done: () => (prev ? void prev.then(pass) : pass()) };
+/** Takes the last place in the queue for `key`. */
+export function enqueue(key: string): Turn {
+  const turn = new Turn(key, tails.get(key));
+  tails.set(key, turn);
+  return turn;
 }
