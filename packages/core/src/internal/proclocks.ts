@@ -15,11 +15,20 @@
  * lock shows the pid that took it, which may have exited after passing the
  * descriptor on. Which processes hold such a lock can still be found, at a
  * price: every descriptor whose /proc/<pid>/fdinfo lists it (`fdHolderPids`).
+ *
+ * The kernel hands the list out a page (about 80 lines) per read(2) and
+ * finds its place again by line number: a lock taken or dropped elsewhere
+ * between two reads shifts the list, so one line may be read twice or not
+ * at all (about one read in 200 with thousands of locks coming and going).
+ * A list longer than one read is therefore read three times, and the lines
+ * of the file are merged (identical lines count once: two identical shared
+ * locks of one process are listed as one).
  */
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { LockHolder } from '../owner.js';
 
-const line = /^\d+:\s+(->\s+)?(POSIX|OFDLCK|FLOCK)\s+\S+\s+(READ|WRITE)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/;
+const line =
+  /^\d+:\s+(->\s+)?(POSIX|OFDLCK|FLOCK)\s+\S+\s+(READ|WRITE)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(\d+\s+(?:\d+|EOF))/;
 
 /** glibc's st_dev encoding, split into the kernel's major and minor numbers. */
 function majorMinor(dev: bigint): [number, number] {
@@ -33,9 +42,9 @@ let buf: Buffer | undefined;
 /**
  * /proc/locks in one pass: open, read until EOF into a buffer kept between
  * calls, close (readFileSync costs six times more on a file whose size
- * stat reports as 0).
+ * stat reports as 0). `reads` is how many read(2) calls it took.
  */
-function readProcLocks(): string | undefined {
+function readProcLocks(): { text: string; reads: number } | undefined {
   let fd;
   try {
     fd = openSync('/proc/locks', 'r');
@@ -45,6 +54,7 @@ function readProcLocks(): string | undefined {
   try {
     buf ??= Buffer.allocUnsafe(64 * 1024);
     let n = 0;
+    let reads = 0;
     for (;;) {
       if (n === buf.length) {
         const bigger = Buffer.allocUnsafe(buf.length * 2);
@@ -52,14 +62,33 @@ function readProcLocks(): string | undefined {
         buf = bigger;
       }
       const r = readSync(fd, buf, n, buf.length - n, null);
+      reads++;
       if (r === 0) break;
       n += r;
     }
-    return buf.toString('latin1', 0, n);
+    return { text: buf.toString('latin1', 0, n), reads };
   } catch {
     return undefined;
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Adds the held (not waited for) locks of one file found in `text` to `found`, keyed by what they are. */
+function collect(text: string, major: number, minor: number, inode: string, found: Map<string, LockHolder>): void {
+  for (const l of text.split('\n')) {
+    // Cheap filter before the regular expression: the inode number must appear.
+    if (!l.includes(inode)) continue;
+    const m = line.exec(l);
+    if (!m || m[1] || m[7] !== inode || parseInt(m[5]!, 16) !== major || parseInt(m[6]!, 16) !== minor) continue;
+    const key = `${m[2]} ${m[3]} ${m[4]} ${m[8]}`;
+    if (found.has(key)) continue;
+    const pid = Number(m[4]);
+    found.set(key, {
+      kind: m[2] === 'POSIX' ? 'posix' : m[2] === 'FLOCK' ? 'flock' : 'ofd',
+      shared: m[3] === 'READ',
+      pid: pid > 0 ? pid : undefined,
+    });
   }
 }
 
@@ -69,24 +98,21 @@ function readProcLocks(): string | undefined {
  * (not Linux, or /proc not mounted).
  */
 export function kernelHolders(dev: bigint, ino: bigint): LockHolder[] | undefined {
-  const text = readProcLocks();
-  if (text === undefined) return undefined;
+  const first = readProcLocks();
+  if (first === undefined) return undefined;
   const [major, minor] = majorMinor(dev);
   const inode = String(ino);
-  const found: LockHolder[] = [];
-  for (const l of text.split('\n')) {
-    // Cheap filter before the regular expression: the inode number must appear.
-    if (!l.includes(inode)) continue;
-    const m = line.exec(l);
-    if (!m || m[1] || m[7] !== inode || parseInt(m[5]!, 16) !== major || parseInt(m[6]!, 16) !== minor) continue;
-    const pid = Number(m[4]);
-    found.push({
-      kind: m[2] === 'POSIX' ? 'posix' : m[2] === 'FLOCK' ? 'flock' : 'ofd',
-      shared: m[3] === 'READ',
-      pid: pid > 0 ? pid : undefined,
-    });
+  const found = new Map<string, LockHolder>();
+  collect(first.text, major, minor, inode, found);
+  // More than one page (the last read is the one that returns 0): a line
+  // may have been skipped, see the module comment.
+  if (first.reads > 2) {
+    for (let pass = 0; pass < 2; pass++) {
+      const again = readProcLocks();
+      if (again) collect(again.text, major, minor, inode, found);
+    }
   }
-  return found;
+  return [...found.values()];
 }
 
 /**
