@@ -139,6 +139,23 @@ describe('shared locks', () => {
     await (await tryLock(p, kernel)).release();
   });
 
+  test('readOwner lists every shared holder: two processes print identical /proc/locks lines, both count', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'x.lock');
+    const shared = { ...kernel, shared: true };
+    const a = await holder('tryLock', p, shared);
+    const b = await holder('tryLock', p, shared);
+    expect([a.first, b.first]).toEqual([expect.stringMatching(/^acquired/), expect.stringMatching(/^acquired/)]);
+    const owner = await readOwner(p);
+    expect(owner).toMatchObject({ held: true, shared: true });
+    expect(owner?.holders).toEqual([
+      { kind: 'ofd', shared: true, pid: undefined },
+      { kind: 'ofd', shared: true, pid: undefined },
+    ]);
+    expect(await a.child.finish()).toBe(0);
+    expect(await b.child.finish()).toBe(0);
+  });
+
   test('a shared lock is refused while an exclusive one is held, and waits for it', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'x.lock');

@@ -1,6 +1,6 @@
 /**
  * @x/core `readOwner` (tolerant of whatever a lock file holds) and
- * `isProcessAlive` (conservative: only ESRCH or a zombie with no thread left is dead, another host is
+ * `isProcessAlive` (conservative: only ESRCH is dead, another host is
  * alive) — SPEC 3.2.
  */
 import { execFileSync } from 'node:child_process';

@@ -69,9 +69,13 @@ describe.skipIf(!tools)("backend 'flock' and flock(1) / python fcntl.flock", () 
     });
     for (const c of churners) expect(await c.line()).toBe('ready');
     const seen = new Map<number, number>();
-    for (let i = 0; i < 300; i++) {
-      const n = (await readOwner(p))?.holders?.length ?? 0;
-      seen.set(n, (seen.get(n) ?? 0) + 1);
+    try {
+      for (let i = 0; i < 300; i++) {
+        const n = (await readOwner(p))?.holders?.length ?? 0;
+        seen.set(n, (seen.get(n) ?? 0) + 1);
+      }
+    } finally {
+      for (const c of churners) c.proc.kill('SIGKILL'); // they spin: stop them now, not at afterEach
     }
     expect(Object.fromEntries(seen)).toEqual({ 1: 300 });
     expect(await h.finish()).toBe(0);

@@ -62,8 +62,8 @@ describe('lease backend', () => {
     const line = await parent.line();
     expect(line).toMatch(/^zombie \d+$/);
     const pid = Number(line.split(' ')[1]);
-    // kill(pid, 0) still succeeds on a zombie, but it holds nothing and can never renew a lease
-    expect(isProcessAlive(pid)).toBe(false);
+    // isProcessAlive is kill(pid, 0) (SPEC: only ESRCH is dead): a zombie answers. The lease needs proof and gets it.
+    expect(isProcessAlive(pid)).toBe(true);
     expect((await readOwner(p))?.pid).toBe(pid);
     const held = await tryLock(p, { backend: 'lease' });
     expect((await readOwner(p))?.pid).toBe(process.pid);

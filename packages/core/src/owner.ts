@@ -22,7 +22,7 @@ import { open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { addon, LockType } from './platform/native.js';
 import { kernelHolders, fdHolderPids } from './internal/proclocks.js';
-import { holderLiveness, processStartTicks, selfIdentity } from './internal/identity.js';
+import { holderLiveness, localPid, processStartTicks, selfIdentity, signalable } from './internal/identity.js';
 
 /**
  * The first bytes of every owner record we write (version 1): a non-empty
@@ -318,16 +318,15 @@ export async function readOwner(path: string): Promise<LockOwner | null> {
 }
 
 /**
- * Whether a process is running, conservatively: whether it could hold a lock.
+ * Whether a process is running, conservatively.
  *
- * @remarks Only proof makes a process dead: `ESRCH`, or a zombie whose
- * threads have all exited (it holds no lock and can never renew one, whether
- * or not its parent reaps it). `EPERM` (someone else's process) counts as
- * alive. A `hostname` other than this host's means "alive" (we cannot see
- * it). Pid 0, negative numbers, non-integers and values beyond 2^31-1 are not
- * processes (`process.kill(0)` would probe our own process group), so they
- * give `false`. The same judgement decides every takeover and every "held by
- * this process" in `ELOCKED` (docs/interop.md, "Is the holder alive").
+ * @remarks Only `ESRCH` proves a process dead: `EPERM` (someone else's
+ * process) counts as alive, and so does a zombie until it is reaped. A
+ * `hostname` other than this host's means "alive" (we cannot see it). Pid 0,
+ * negative numbers, non-integers and values beyond 2^31-1 are not processes
+ * (`process.kill(0)` would probe our own process group), so they give
+ * `false`. Taking over a lease needs more proof than this, and sees through
+ * zombies and reused pids (docs/interop.md, "Is the holder alive").
  *
  * @param pid - the process id
  * @param hostname - the host the pid belongs to; omitted means this host
@@ -345,5 +344,6 @@ export function isProcessAlive(pid: number, hostname?: string): boolean {
     throw new TypeError(`Expected \`hostname\` to be a string, got \`${String(hostname)}\` (${typeof hostname})`);
   }
   if (!Number.isSafeInteger(pid) || pid <= 0 || pid > 0x7fffffff) return false;
-  return holderLiveness({ pid, hostname: hostname === '' ? undefined : hostname }) !== 'dead';
+  const local = localPid({ pid, hostname: hostname === '' ? undefined : hostname });
+  return local === undefined || signalable(local);
 }

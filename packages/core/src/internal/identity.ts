@@ -34,8 +34,8 @@ export function procStat(pid: number): ProcStat | undefined {
   return { state: fields[0] ?? '', startTicks: Number.isSafeInteger(ticks) ? ticks : undefined };
 }
 
-/** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat). */
 let selfTicks: number | undefined;
+/** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat); this process's is cached. */
 export function processStartTicks(pid: number): number | undefined {
   if (pid === process.pid && selfTicks !== undefined) return selfTicks;
   const ticks = procStat(pid)?.startTicks;
@@ -84,6 +84,19 @@ export function localPid(owner: ProcessRef | null | undefined): number | undefin
   return owner!.hostname === undefined || owner!.hostname === me.hostname ? pid : undefined;
 }
 
+/**
+ * `kill(pid, 0)`: false only on `ESRCH` (no such process). A zombie still
+ * answers, and `EPERM` (someone else's process) counts as running.
+ */
+export function signalable(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
 /** The number of threads of a process (/proc/<pid>/status), or undefined. */
 function threadCount(pid: number): number | undefined {
   try {
@@ -116,11 +129,7 @@ export function holderLiveness(owner: ProcessRef | null | undefined): 'self' | '
     const mine = processStartTicks(pid);
     return ticks === undefined || mine === undefined || ticks === mine ? 'self' : 'dead';
   }
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return 'dead';
-  }
+  if (!signalable(pid)) return 'dead';
   const stat = procStat(pid);
   if (stat === undefined) return 'alive';
   // /proc/<pid>/stat shows the main thread: a process whose main thread

@@ -20,9 +20,10 @@
  * finds its place again by line number: a lock taken or dropped elsewhere
  * between two reads shifts the list, so one line may be read twice or not
  * at all (about one read in 200 with thousands of locks coming and going).
- * A list longer than one read is therefore read three times, and the lines
- * of the file are merged (identical lines count once: two identical shared
- * locks of one process are listed as one).
+ * A list longer than one read is therefore read three times: a line seen in
+ * any pass counts, as many times as the pass that saw it fewest times (two
+ * shared holders of one file may print identical lines: OFD locks show pid
+ * -1, so both stay; one line read twice counts once).
  */
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { LockHolder } from '../owner.js';
@@ -74,22 +75,29 @@ function readProcLocks(): { text: string; reads: number } | undefined {
   }
 }
 
-/** Adds the held (not waited for) locks of one file found in `text` to `found`, keyed by what they are. */
-function collect(text: string, major: number, minor: number, inode: string, found: Map<string, LockHolder>): void {
+/** The held (not waited for) locks of one file found in `text`, counted by what they are. */
+function collect(text: string, major: number, minor: number, inode: string): Map<string, { holder: LockHolder; count: number }> {
+  const found = new Map<string, { holder: LockHolder; count: number }>();
   for (const l of text.split('\n')) {
     // Cheap filter before the regular expression: the inode number must appear.
     if (!l.includes(inode)) continue;
     const m = line.exec(l);
     if (!m || m[1] || m[7] !== inode || parseInt(m[5]!, 16) !== major || parseInt(m[6]!, 16) !== minor) continue;
     const key = `${m[2]} ${m[3]} ${m[4]} ${m[8]}`;
-    if (found.has(key)) continue;
+    const seen = found.get(key);
+    if (seen) {
+      seen.count++;
+      continue;
+    }
     const pid = Number(m[4]);
-    found.set(key, {
+    const holder: LockHolder = {
       kind: m[2] === 'POSIX' ? 'posix' : m[2] === 'FLOCK' ? 'flock' : 'ofd',
       shared: m[3] === 'READ',
       pid: pid > 0 ? pid : undefined,
-    });
+    };
+    found.set(key, { holder, count: 1 });
   }
+  return found;
 }
 
 /**
@@ -102,17 +110,23 @@ export function kernelHolders(dev: bigint, ino: bigint): LockHolder[] | undefine
   if (first === undefined) return undefined;
   const [major, minor] = majorMinor(dev);
   const inode = String(ino);
-  const found = new Map<string, LockHolder>();
-  collect(first.text, major, minor, inode, found);
+  const found = collect(first.text, major, minor, inode);
   // More than one page (the last read is the one that returns 0): a line
-  // may have been skipped, see the module comment.
+  // may have been skipped or read twice, see the module comment. Each kind
+  // of line counts as many times as the pass that saw fewest of it, among
+  // the passes that saw it at all.
   if (first.reads > 2) {
     for (let pass = 0; pass < 2; pass++) {
       const again = readProcLocks();
-      if (again) collect(again.text, major, minor, inode, found);
+      if (!again) continue;
+      for (const [key, seen] of collect(again.text, major, minor, inode)) {
+        const had = found.get(key);
+        if (!had) found.set(key, seen);
+        else had.count = Math.min(had.count, seen.count);
+      }
     }
   }
-  return [...found.values()];
+  return [...found.values()].flatMap(({ holder, count }) => Array.from({ length: count }, () => holder));
 }
 
 /**
