@@ -1,5 +1,5 @@
 /**
- * The staging-area invariant under concurrency (SPEC 4.2): `recover()`
+ * The staging-area invariant under concurrency (docs/contract.md 4.2): `recover()`
  * never deletes a live entry, even while it runs in several processes at
  * once and other processes create, stage, commit and clean up entries as fast
  * as they can. A staging directory exists under its name only while its lock

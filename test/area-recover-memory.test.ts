@@ -1,5 +1,5 @@
 /**
- * `recover()` streams the root (SPEC 4.2): its memory does not grow with the
+ * `recover()` streams the root (docs/contract.md 4.2): its memory does not grow with the
  * number of entries. 100k stale entries are reclaimed (and, first, surveyed
  * by a dry run that deletes nothing) in a fresh process
  * (test/fixtures/area-recover-mem.mjs, run with `--expose-gc`) that samples

@@ -1,6 +1,6 @@
 /**
  * Recovery never follows a symlink and never deletes outside the root
- * (SPEC 4.2): a symlink planted in a stale staging directory, or in the root
+ * (docs/contract.md 4.2): a symlink planted in a stale staging directory, or in the root
  * itself under an entry's name (`<id>` or `lock-<id>`), pointing to a
  * directory or file outside the root, is at most unlinked; its target, and
  * everything under it, stays exactly as it was (same inodes, contents,

@@ -1,5 +1,5 @@
 /**
- * Staging areas (SPEC 4.2), containers/storage `internal/tempdir` behaviours:
+ * Staging areas (docs/contract.md 4.2), containers/storage `internal/tempdir` behaviours:
  * an entry is a lock file `lock-<id>` plus a staging directory `<id>` that
  * exists only while the lock is held; `stage` keeps basenames after a
  * counter prefix; `commit` renames the directory into place (never over an

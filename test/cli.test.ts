@@ -1,5 +1,5 @@
 /**
- * The `xstage` command line (SPEC 4.3), run as a real child process
+ * The `xstage` command line (docs/contract.md 4.3), run as a real child process
  * (`node packages/staging/bin/xstage.js ...`): `run` holds the lock while the
  * command runs and exits with the command's own status, 75 when the lock is
  * busy or the wait timed out, 64 for a usage error (running nothing), 127

@@ -1,5 +1,5 @@
 /**
- * @x/core bad arguments (SPEC 3.2): every one is a TypeError (or the coded
+ * @x/core bad arguments (docs/contract.md 3.2): every one is a TypeError (or the coded
  * error), async functions report it by rejecting (never a synchronous
  * throw), and nothing is created on disk.
  */

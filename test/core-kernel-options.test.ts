@@ -1,7 +1,7 @@
 /**
  * @x/core kernel backend options and file handling: removeOnRelease, the
  * owner record, shared locks, `pid`, `parents`, symlinks at the lock path
- * and `mode` (SPEC 3.2 options, 3.3 item 5).
+ * and `mode` (docs/contract.md 3.2 options, 3.3 item 5).
  */
 import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -271,7 +271,7 @@ describe('create option', () => {
   });
 });
 
-describe('symlinks (SPEC 3.3 item 5)', () => {
+describe('symlinks (docs/contract.md 3.3 item 5)', () => {
   test('a dangling symlink at the lock path is refused (ELOOP) and its target not created', async () => {
     await using d = await tempDir();
     const target = join(d.path, 'target');
@@ -312,7 +312,7 @@ describe('symlinks (SPEC 3.3 item 5)', () => {
   });
 });
 
-describe('mode (SPEC 3.3 item 5)', () => {
+describe('mode (docs/contract.md 3.3 item 5)', () => {
   test('a created lock file is 0o644 by default (umask 022), the given mode otherwise; existing files keep theirs', async () => {
     await using d = await tempDir();
     const old = process.umask(0o022);

@@ -1,9 +1,9 @@
 /**
  * @x/core kernel backend across processes and threads: classic POSIX
  * holders (python's fcntl.lockf, as podman takes them), child processes,
- * worker threads, SIGKILLed holders, the unlink race (SPEC 3.3 item 2),
+ * worker threads, SIGKILLed holders, the unlink race (docs/contract.md 3.3 item 2),
  * a multi-process stress loop, and waits that must not touch libuv's
- * threadpool (SPEC 3.3 item 4).
+ * threadpool (docs/contract.md 3.3 item 4).
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, constants as fsc, openSync } from 'node:fs';
@@ -179,7 +179,7 @@ function nextOpen(path: string): Promise<void> {
   });
 }
 
-describe('the unlink race (SPEC 3.3 item 2: re-check the inode after locking)', () => {
+describe('the unlink race (docs/contract.md 3.3 item 2: re-check the inode after locking)', () => {
   test('tryLock that opened the file before its holder deleted it rejects ELOCKED, never holds the dead inode', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'x.lock');
@@ -263,7 +263,7 @@ describe('the unlink race (SPEC 3.3 item 2: re-check the inode after locking)', 
   }, 60_000);
 });
 
-describe('waits stay off the threadpool (SPEC 3.3 item 4)', () => {
+describe('waits stay off the threadpool (docs/contract.md 3.3 item 4)', () => {
   // With waits on libuv's threadpool (4 threads by default), 4 pending waits
   // would block every fs call of this process until a holder lets go: the
   // stat calls below would not answer within the bound, the holder never

@@ -1,7 +1,7 @@
 /**
  * @x/core `readOwner` (tolerant of whatever a lock file holds) and
  * `isProcessAlive` (conservative: only ESRCH is dead, another host is
- * alive) — SPEC 3.2.
+ * alive) — docs/contract.md 3.2.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdir, symlink, utimes, writeFile } from 'node:fs/promises';

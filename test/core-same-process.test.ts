@@ -1,5 +1,5 @@
 /**
- * @x/core kernel backend within one process (SPEC 3.2 "Same process",
+ * @x/core kernel backend within one process (docs/contract.md 3.2 "Same process",
  * 3.3 item 3): a held path fails fast for tryLock, in-process lock()
  * waiters are served in call order, withLock re-entry rejects ELOCKED
  * instead of deadlocking, and a path is one lock whatever its spelling.

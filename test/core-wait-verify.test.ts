@@ -1,6 +1,6 @@
 /**
  * A kernel wait checks the granted lock on its pooled thread before lock()
- * resolves (docs/waiting.md): the inode check of SPEC 3.3 item 2 and the
+ * resolves (docs/waiting.md): the inode check of docs/contract.md 3.3 item 2 and the
  * owner record, stamped with the time of the grant. And a pool thread whose
  * timer was left armed for a far deadline is re-armed for the next wait.
  */

@@ -62,7 +62,7 @@ describe('lease backend', () => {
     const line = await parent.line();
     expect(line).toMatch(/^zombie \d+$/);
     const pid = Number(line.split(' ')[1]);
-    // isProcessAlive is kill(pid, 0) (SPEC: only ESRCH is dead): a zombie answers. The lease needs proof and gets it.
+    // isProcessAlive is kill(pid, 0) (docs/contract.md 3.2: only ESRCH is dead): a zombie answers. The lease needs proof and gets it.
     expect(isProcessAlive(pid)).toBe(true);
     expect((await readOwner(p))?.pid).toBe(pid);
     const held = await tryLock(p, { backend: 'lease' });

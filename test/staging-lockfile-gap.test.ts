@@ -1,5 +1,5 @@
 /**
- * The publication gap, forced deterministically (SPEC 4.1): between our
+ * The publication gap, forced deterministically (docs/contract.md 4.1): between our
  * exclusive create of the hidden file and our lock, one sweeper locks it,
  * deletes it and lets go, and another creates a fresh file under the same
  * hidden name (tryLockPath creates what it opens). Our lock then lands on the

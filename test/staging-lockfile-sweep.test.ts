@@ -1,5 +1,5 @@
 /**
- * The publication gap (SPEC 4.1, podman#29641): a sweeper that try-locks
+ * The publication gap (docs/contract.md 4.1, podman#29641): a sweeper that try-locks
  * every entry of a staging directory and deletes what it could lock (how
  * containers/storage's RecoverStaleDirs works) must never take a staging lock
  * file away from the process that createAndLock() handed it to.

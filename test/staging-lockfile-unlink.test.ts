@@ -1,5 +1,5 @@
 /**
- * The unlinked-inode race under stress (SPEC 3.3 item 2, 4.1): every release
+ * The unlinked-inode race under stress (docs/contract.md 3.3 item 2, 4.1): every release
  * of a staging lock file deletes it, so a contender that opened the file just
  * before its holder deleted it must not end up "holding" the dead inode while
  * a newcomer locks the fresh file at the same path.

@@ -1,5 +1,5 @@
 /**
- * Staging lock files across processes (SPEC 4.1): containers/storage's
+ * Staging lock files across processes (docs/contract.md 4.1): containers/storage's
  * `TestTryLockPathMultiProcess`, and interop with classic POSIX `fcntl` locks
  * (Python's `fcntl.lockf`, as podman/buildah take them).
  */

@@ -1,5 +1,5 @@
 /**
- * @x/core conformance: what every backend must do (SPEC 3.2, 3.3 item 1),
+ * @x/core conformance: what every backend must do (docs/contract.md 3.2, 3.3 item 1),
  * run once per backend in XLOCK_BACKENDS. Backend-neutral: every call
  * passes `{ backend }`, child holders too.
  */

@@ -22,7 +22,7 @@ import { open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { addon, LockType } from './platform/native.js';
 import { kernelHolders, fdHolderPids } from './internal/proclocks.js';
-import { holderLiveness, localPid, processStartTicks, selfIdentity, signalable } from './internal/identity.js';
+import { holderLiveness, localPid, processStartTicks, selfIdentity, selfPid, signalable } from './internal/identity.js';
 
 /**
  * The first bytes of every owner record we write (version 1): a non-empty
@@ -130,7 +130,6 @@ export function formatRecord(fields: {
 }
 
 /** process.pid is a getpid(2) call per read; a process keeps its pid. */
-const selfPid = process.pid;
 
 /** The fixed part of this process's lease records (what {@link formatRecord} writes before `createdAt`). */
 let selfLeaseHead: string | undefined;

@@ -1,5 +1,5 @@
 /**
- * Staging lock files (SPEC 4.1), in one process: containers/storage
+ * Staging lock files (docs/contract.md 4.1), in one process: containers/storage
  * `staging_lockfile_test.go` parity, bad input, and the deterministic
  * interleaving of the unlinked-inode race. The multi-process tests are in
  * test/staging-lockfile*.test.ts.

@@ -1,6 +1,6 @@
 /**
  * Test hooks: points where a test can pause an acquisition to force an
- * interleaving deterministically (the unlink race of SPEC 3.3 item 2, the
+ * interleaving deterministically (the unlink race of docs/contract.md 3.3 item 2, the
  * stale-lease takeover). Not public API; reached through the `@x/core/testing`
  * export. Each hook costs one property check when unset.
  */

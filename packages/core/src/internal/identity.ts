@@ -34,6 +34,9 @@ export function procStat(pid: number): ProcStat | undefined {
   return { state: fields[0] ?? '', startTicks: Number.isSafeInteger(ticks) ? ticks : undefined };
 }
 
+/** This process's pid (`process.pid` is a getpid(2) call per read; a process keeps its pid). */
+export const selfPid = process.pid;
+
 let selfTicks: number | undefined;
 /** Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat); this process's is cached. */
 export function processStartTicks(pid: number): number | undefined {

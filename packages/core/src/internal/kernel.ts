@@ -9,10 +9,10 @@
  */
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
 import { formatRecord, judgeKernelOwner, parseRecord, RECORD_PREFIX, type LockOwner } from '../owner.js';
-import { holderLiveness, processStartTicks } from './identity.js';
+import { holderLiveness, processStartTicks, selfPid } from './identity.js';
 import { addon, kernelLocks, LockType, VERIFY_FAILED, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
@@ -22,7 +22,8 @@ import { E, osError, withPath } from './oserror.js';
 import type { Checked } from './options.js';
 import type { WaitScope } from './wait.js';
 
-function native(path: string): NativeAddon {
+/** The addon, or ENOTSUP naming why it is missing. */
+export function native(path: string): NativeAddon {
   if (!addon) throw new LockError('ENOTSUP', path, `kernel locks are not available in this process: ${kernelLocks.reason}`);
   return addon;
 }
@@ -76,9 +77,6 @@ export function ownerOf(fd: number, type: LockType): LockOwner | undefined {
   return rest;
 }
 
-/** process.pid is a getpid(2) call per read; a process keeps its pid. */
-export const selfPid = process.pid;
-
 /** A rendered owner record; bytes before `same` name the holder, `createdAt`'s digits follow. */
 export interface KernelRecord {
   readonly buf: Buffer;
@@ -109,7 +107,7 @@ export function kernelRecord(pid: number, backend: 'kernel' | 'flock' = 'kernel'
  * written unless the file is a lease (2) or another program's (3: see
  * xlock.c's verify_record), or already names this holder.
  */
-function verifyAndRecord(a: NativeAddon, fd: number, path: string, rec: KernelRecord | undefined): number {
+export function verifyAndRecord(a: NativeAddon, fd: number, path: string, rec: KernelRecord | undefined): number {
   return rec ? a.verify(fd, path, rec.buf, RECORD_PREFIX.length, rec.same) : a.verify(fd, path);
 }
 
@@ -200,7 +198,7 @@ export interface KernelHeld {
  * and returns the descriptor holding it. Without `wait`, a held lock rejects
  * ELOCKED at once.
  *
- * Invariant (SPEC 3.3 item 2): the returned descriptor's inode is the one at
+ * Invariant (docs/contract.md 3.3 item 2): the returned descriptor's inode is the one at
  * `path` and is linked. A waiter that opened the file before its holder
  * deleted it wakes up holding a dead inode: it closes it and starts over.
  *
@@ -318,10 +316,17 @@ export function lockKernelNow(path: string, o: Checked, wait: boolean, recordOf?
 /**
  * Waits for the lock {@link lockKernelNow} found held; the inode check and
  * the record run on the wait's thread. Resolves the addon's result, for
- * {@link kernelAfterWait}. The descriptor stays open either way.
+ * {@link kernelAfterWait}, which closes the descriptor if need be. Throws
+ * (descriptor closed) when the wait cannot start.
  */
 export function waitKernel(busy: KernelBusy, path: string, scope: WaitScope): Promise<number> {
-  return nativeWait(native(path), busy.fd, busy.type, scope, path, true, busy.rec);
+  const a = native(path);
+  try {
+    return nativeWait(a, busy.fd, busy.type, scope, path, true, busy.rec);
+  } catch (err) {
+    a.close(busy.fd);
+    throw err;
+  }
 }
 
 /**
@@ -370,69 +375,4 @@ export function releaseKernel(fd: number, path: string, remove: boolean): void {
   const c = a.close(fd);
   if (!error && c < 0) error = osError(c, 'close', path);
   if (error) throw error;
-}
-
-let hiddenSeq = 0;
-const hiddenBase = `${process.pid.toString(36)}-${Math.floor(Math.random() * 2 ** 32).toString(36)}`;
-
-/**
- * Creates a brand-new lock file in `dir` that is locked before it is visible
- * under its final name: exclusive create under a hidden name, lock, owner
- * record, then rename without replacing. So a sweeper that try-locks every
- * entry can never lock it between creation and our lock (the publication gap
- * of containers/storage's CreateAndLock, podman#29641).
- *
- * A name collision or a hidden file locked by a sweeper retries with a fresh
- * name, up to `attempts`; any other error fails at once, and a failed attempt
- * leaves nothing behind (the hidden file is deleted while still held).
- */
-export function createKernel(dir: string, nameFor: () => string, mode: number, attempts: number): { fd: number; path: string } {
-  const a = native(dir);
-  let last = '';
-  for (let i = 0; i < attempts; i++) {
-    last = join(dir, nameFor());
-    const hidden = join(dir, `.xlock-${hiddenBase}-${(hiddenSeq++).toString(36)}.tmp`);
-    const fd = a.open(hidden, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
-    if (fd === E.EEXIST) continue;
-    if (fd < 0) throw osError(fd, 'open', dir);
-    let published = false;
-    let ours = true; // false once a sweeper holds the hidden file: it deletes it
-    try {
-      hooks.afterCreate?.(hidden);
-      const r = a.setlk(fd, LockType.Exclusive);
-      if (r === E.EAGAIN) {
-        ours = false;
-        continue;
-      }
-      if (r < 0) throw osError(r, 'fcntl', hidden);
-      // A sweeper may have locked, deleted and released our file before our
-      // lock, and another created a new file under the same hidden name:
-      // renaming that one would publish a file we do not hold.
-      const v = verifyAndRecord(a, fd, hidden, kernelRecord(selfPid));
-      if (v < 0) throw osError(v, 'fstat', hidden);
-      if (v !== 0) {
-        ours = false;
-        continue;
-      }
-      const p = a.renameNoReplace(hidden, last);
-      if (p === 0) {
-        published = true;
-        return { fd, path: last };
-      }
-      if (p === E.ENOENT) {
-        ours = false; // a sweeper locked the hidden file before us and deleted it
-        continue;
-      }
-      if (p !== E.EEXIST) throw osError(p, 'rename', last);
-    } finally {
-      if (!published) {
-        if (ours) a.unlinkHeld(fd, hidden);
-        a.close(fd);
-      }
-    }
-  }
-  throw Object.assign(new Error(`EEXIST: no free lock file name in '${dir}' after ${attempts} attempts (last '${last}')`), {
-    code: 'EEXIST',
-    path: dir,
-  });
 }

@@ -20,6 +20,10 @@ export interface Lease {
 const takenOver = (path: string): LockError =>
   new LockError('ECOMPROMISED', path, `the lease file '${path}' was deleted or taken over`);
 
+/**
+ * A lease this process holds: its descriptor, heartbeat and release (see
+ * lease.ts for the protocol). Made by `acquireLease`.
+ */
 export class HeldLease implements Lease {
   readonly #path: string;
   readonly #fd: number;
