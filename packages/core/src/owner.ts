@@ -104,48 +104,21 @@ export interface LockOwner {
   fdPids?: number[] | undefined;
 }
 
-/** Builds a record; fields that are undefined are left out. */
-export function formatRecord(fields: {
-  backend: 'kernel' | 'flock' | 'lease';
-  pid: number;
-  startTicks: number | undefined;
-  token?: string | undefined;
-  leaseMs?: number | undefined;
-}): string {
-  const id = selfIdentity();
-  return (
-    JSON.stringify({
-      v: 1,
-      backend: fields.backend,
-      pid: fields.pid,
-      hostname: id.hostname,
-      bootId: id.bootId,
-      pidNs: id.pidNs,
-      startTicks: fields.startTicks,
-      createdAt: Date.now(),
-      token: fields.token,
-      leaseMs: fields.leaseMs,
-    }) + '\n'
-  );
-}
-
-/** process.pid is a getpid(2) call per read; a process keeps its pid. */
-
-/** The fixed part of this process's lease records (what {@link formatRecord} writes before `createdAt`). */
-let selfLeaseHead: string | undefined;
+/** The text of this process's records up to `createdAt`'s digits, per backend (built once). */
+const selfHeads = new Map<string, string>();
 
 /**
- * The lease backend's record: the text {@link formatRecord} builds, without
- * rebuilding, for this process's own leases, what never changes between two
- * of them (one string concatenation per lease).
+ * The part of a record before `createdAt`'s digits: what names the holder,
+ * which never changes between two records of one process and backend.
  */
-export function formatLeaseRecord(pid: number, token: string, leaseMs: number): string {
-  let head = pid === selfPid ? selfLeaseHead : undefined;
+export function recordHead(backend: 'kernel' | 'flock' | 'lease', pid: number): string {
+  const mine = pid === selfPid;
+  let head = mine ? selfHeads.get(backend) : undefined;
   if (head === undefined) {
     const id = selfIdentity();
     const fixed = JSON.stringify({
       v: 1,
-      backend: 'lease',
+      backend,
       pid,
       hostname: id.hostname,
       bootId: id.bootId,
@@ -153,9 +126,22 @@ export function formatLeaseRecord(pid: number, token: string, leaseMs: number): 
       startTicks: processStartTicks(pid),
     });
     head = `${fixed.slice(0, -1)},"createdAt":`;
-    if (pid === selfPid) selfLeaseHead = head;
+    if (mine) selfHeads.set(backend, head);
   }
-  return `${head}${Date.now()},"token":${JSON.stringify(token)},"leaseMs":${leaseMs}}\n`;
+  return head;
+}
+
+/**
+ * Builds a record (the one format of every backend, see the module comment),
+ * stamped now; `token` and `leaseMs` are the lease's.
+ */
+export function formatRecord(
+  backend: 'kernel' | 'flock' | 'lease',
+  pid: number,
+  lease?: { token: string; leaseMs: number },
+): string {
+  const tail = lease ? `,"token":${JSON.stringify(lease.token)},"leaseMs":${lease.leaseMs}` : '';
+  return `${recordHead(backend, pid)}${Date.now()}${tail}}\n`;
 }
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);

@@ -11,8 +11,8 @@ import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { constants as fsc } from 'node:fs';
 import { dirname } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import { formatRecord, judgeKernelOwner, parseRecord, RECORD_PREFIX, type LockOwner } from '../owner.js';
-import { holderLiveness, processStartTicks, selfPid } from './identity.js';
+import { formatRecord, judgeKernelOwner, parseRecord, recordHead, RECORD_PREFIX, type LockOwner } from '../owner.js';
+import { holderLiveness, selfPid } from './identity.js';
 import { addon, kernelLocks, LockType, VERIFY_FAILED, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
@@ -85,9 +85,7 @@ export interface KernelRecord {
 
 const selfRecords = new Map<string, { buf: Buffer; same: number }>();
 function render(pid: number, backend: 'kernel' | 'flock'): { buf: Buffer; same: number } {
-  const text = formatRecord({ backend, pid, startTicks: processStartTicks(pid) });
-  const m = /"createdAt":(\d+)/.exec(text)!;
-  return { buf: Buffer.from(text, 'latin1'), same: m.index + '"createdAt":'.length };
+  return { buf: Buffer.from(formatRecord(backend, pid)), same: Buffer.byteLength(recordHead(backend, pid)) };
 }
 
 /**

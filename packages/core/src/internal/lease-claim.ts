@@ -6,7 +6,7 @@
  */
 import { closeSync, constants as fsc, linkSync, lstatSync, openSync, renameSync, type Stats } from 'node:fs';
 import { formatRecord, type LockOwner } from '../owner.js';
-import { processStartTicks } from './identity.js';
+import { selfPid } from './identity.js';
 import { addon, LockType } from '../platform/native.js';
 import { hooks } from './hooks.js';
 import { publish } from './lease-publish.js';
@@ -22,8 +22,7 @@ export function lstatOrNull(path: string): Stats | null {
 
 /** The claim's content: this process (the taker), so that others can judge an abandoned claim. */
 let selfClaim: string | undefined;
-const claimRecord = (): string =>
-  (selfClaim ??= formatRecord({ backend: 'lease', pid: process.pid, startTicks: processStartTicks(process.pid) }));
+const claimRecord = (): string => (selfClaim ??= formatRecord('lease', selfPid));
 
 /**
  * Claims the lease file judged stale, so that exactly one of several

@@ -48,7 +48,7 @@ import { randomBytes } from 'node:crypto';
 import { fstatSync, readSync, watch, type FSWatcher, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
-import { formatLeaseRecord, parseRecord, type LockOwner } from '../owner.js';
+import { formatRecord, parseRecord, type LockOwner } from '../owner.js';
 import { hooks } from './hooks.js';
 import { localPid } from './identity.js';
 import { claim } from './lease-claim.js';
@@ -160,7 +160,7 @@ export async function acquireLease(
 ): Promise<Lease> {
   const staleAfter = o.staleAfter ?? DEFAULT_STALE_AFTER;
   const beat = o.heartbeat ?? Math.max(1, Math.floor(staleAfter / 4));
-  const record = formatLeaseRecord(pid, tokenBase + nextUnique(), staleAfter);
+  const record = formatRecord('lease', pid, { token: tokenBase + nextUnique(), leaseMs: staleAfter });
   let watcher: FSWatcher | undefined;
   const wake: { fn?: () => void } = {};
   const sides = new SideFiles(path);
