@@ -10,55 +10,20 @@
  * reports what it would remove; `recover --json` removes the stale entries
  * and prints its report; `--help` works on every command.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, test } from 'vitest';
 import { rootNames, snapshot, staleEntry, worker } from './helpers/area.js';
 import { fixture, holder, reapAll } from './helpers/child.js';
 import { tempDir } from './helpers/tmp.js';
+import { killXstage, xstage, xstageStart } from './helpers/xstage.js';
 import { blockedWaiter } from './helpers/proclocks.js';
 
-const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
-
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-const running = new Set<ChildProcess>();
-
 afterEach(async () => {
-  for (const p of running) p.kill('SIGKILL');
-  running.clear();
+  killXstage();
   await reapAll();
 });
-
-/** Starts `node xstage.js ...args`; `done` resolves when it exits. */
-function xstageStart(args: string[]): { proc: ChildProcess; done: Promise<Result> } {
-  const t0 = performance.now();
-  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(proc);
-  let stdout = '';
-  let stderr = '';
-  proc.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  proc.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const done = new Promise<Result>((resolve, reject) => {
-    proc.once('error', reject);
-    proc.once('close', (code, signal) => {
-      running.delete(proc);
-      resolve({ code, signal, stdout, stderr, ms: performance.now() - t0 });
-    });
-  });
-  return { proc, done };
-}
-
-const xstage = (...args: string[]): Promise<Result> => xstageStart(args).done;
 
 /** `node -e <script> ...args` as a command for `run`. */
 const nodeCmd = (script: string, ...args: string[]): string[] => [process.execPath, '-e', script, ...args];

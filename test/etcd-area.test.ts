@@ -6,11 +6,8 @@
  * lists owners of both hosts, and reclaims a SIGKILLed writer's entry once
  * its lease has expired, through the API and through `xstage recover --etcd`.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { EtcdLocks } from '@x/etcd';
 import { isLockError, StagingArea } from '@x/staging';
@@ -19,21 +16,9 @@ import { fixture, reapAll, start, type Child } from './helpers/child.js';
 import { freePort, startEtcd } from './helpers/etcd.js';
 import { haveTools } from './helpers/tools.js';
 import { tempDir } from './helpers/tmp.js';
+import { xstage } from './helpers/xstage.js';
 
 afterEach(reapAll);
-
-const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
-
-/** Runs `xstage ...args` to the end; its exit code and output. */
-async function xstage(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  p.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const [code] = (await once(p, 'exit')) as [number | null];
-  return { code, stdout, stderr };
-}
 
 /** Runs test/fixtures/etcd-area.mjs as a process of host `host` (fresh uts+pid namespaces; killing it kills the host's process). */
 function onHost(host: string, args: object): Child {

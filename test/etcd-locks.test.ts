@@ -4,11 +4,8 @@
  * or SIGSTOPped holder, waits bounded by timeout/signal leaving nothing in
  * etcd, a key deleted under its holder, bad input.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { isLockError } from '@x/core';
 import { EtcdLocks } from '@x/etcd';
@@ -17,6 +14,7 @@ import { aborted, rejectionOf, within } from './helpers/core-util.js';
 import { startEtcd, freePort, type EtcdCluster } from './helpers/etcd.js';
 import { haveTools } from './helpers/tools.js';
 import { tempDir } from './helpers/tmp.js';
+import { BIN, xstage } from './helpers/xstage.js';
 
 const run = haveTools('etcd', 'etcdctl');
 afterEach(reapAll);
@@ -35,19 +33,6 @@ const fresh = () => `/t${process.pid}-${++n}/`;
 
 function worker(args: object): Child {
   return start(process.execPath, [fixture('etcd-worker.mjs'), JSON.stringify(args)]);
-}
-
-const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
-
-/** Runs `xstage ...args` to the end; its exit code and output. */
-async function xstage(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  p.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const [code] = (await once(p, 'exit')) as [number | null];
-  return { code, stdout, stderr };
 }
 
 /** Polls `check` until it is true (a condition wait on etcd's state, not a sleep for time to pass). */

@@ -7,11 +7,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
 import { tempDir } from './helpers/tmp.js';
-
-const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
+import { BIN } from './helpers/xstage.js';
 
 function xstage(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });

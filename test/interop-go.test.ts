@@ -11,7 +11,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, test } from 'vitest';
 import { lock, readOwner, tryLock } from '@x/core';
 import { StagingArea } from '@x/staging';
@@ -20,10 +19,9 @@ import { reapAll } from './helpers/child.js';
 import { track, within } from './helpers/core-util.js';
 import { blockedWaiter, goChild, useCsHelper } from './helpers/interop.js';
 import { tempDir } from './helpers/tmp.js';
+import { BIN } from './helpers/xstage.js';
 
 afterEach(reapAll);
-
-const BIN = fileURLToPath(new URL('../packages/staging/bin/xstage.js', import.meta.url));
 
 const cs = useCsHelper();
 const go = cs.enabled;

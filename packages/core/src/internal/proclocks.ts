@@ -20,10 +20,10 @@
  * finds its place again by line number: a lock taken or dropped elsewhere
  * between two reads shifts the list, so one line may be read twice or not
  * at all (about one read in 200 with thousands of locks coming and going).
- * A list longer than one read is therefore read three times: a line seen in
- * any pass counts, as many times as the pass that saw it fewest times (two
- * shared holders of one file may print identical lines: OFD locks show pid
- * -1, so both stay; one line read twice counts once).
+ * A list longer than one read is therefore read three times, and each kind
+ * of line counts as many times as the median pass saw it: one pass that
+ * skipped a line or read it twice is outvoted. (Identical lines are not
+ * merged: two shared OFD holders of one file print the same line, pid -1.)
  */
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { LockHolder } from '../owner.js';
@@ -112,18 +112,24 @@ export function kernelHolders(dev: bigint, ino: bigint): LockHolder[] | undefine
   const inode = String(ino);
   const found = collect(first.text, major, minor, inode);
   // More than one page (the last read is the one that returns 0): a line
-  // may have been skipped or read twice, see the module comment. Each kind
-  // of line counts as many times as the pass that saw fewest of it, among
-  // the passes that saw it at all.
+  // may have been skipped or read more than once, see the module comment.
+  // Two more passes; each kind of line counts as many times as the median
+  // pass saw it (a pass that missed it saw it 0 times).
   if (first.reads > 2) {
+    const passes = [found];
     for (let pass = 0; pass < 2; pass++) {
       const again = readProcLocks();
-      if (!again) continue;
-      for (const [key, seen] of collect(again.text, major, minor, inode)) {
-        const had = found.get(key);
-        if (!had) found.set(key, seen);
-        else had.count = Math.min(had.count, seen.count);
+      if (again) passes.push(collect(again.text, major, minor, inode));
+    }
+    if (passes.length === 3) {
+      const keys = new Set(passes.flatMap((p) => [...p.keys()]));
+      const merged = new Map<string, { holder: LockHolder; count: number }>();
+      for (const key of keys) {
+        const counts = passes.map((p) => p.get(key)?.count ?? 0).sort((a, b) => a - b);
+        const holder = passes.find((p) => p.has(key))!.get(key)!.holder;
+        if (counts[1]! > 0) merged.set(key, { holder, count: counts[1]! });
       }
+      return [...merged.values()].flatMap(({ holder, count }) => Array.from({ length: count }, () => holder));
     }
   }
   return [...found.values()].flatMap(({ holder, count }) => Array.from({ length: count }, () => holder));
