@@ -15,9 +15,11 @@
 
 #if defined(__x86_64__)
 #define XL_GLIBC_BASE "GLIBC_2.2.5"
+#define XL_GLIBC_AT "GLIBC_2.4" /* the *at calls came later on x86-64 */
 #define XL_STAT_VER 1 /* _STAT_VER_LINUX */
 #elif defined(__aarch64__)
 #define XL_GLIBC_BASE "GLIBC_2.17"
+#define XL_GLIBC_AT "GLIBC_2.17"
 #define XL_STAT_VER 0 /* _STAT_VER_KERNEL */
 #else
 #error "glibc-compat.h: add this architecture's base symbol version"
@@ -43,11 +45,14 @@ XL_OLDEST(pthread_mutex_destroy);
 XL_OLDEST(pthread_detach);
 XL_OLDEST(pthread_self);
 
-/* Before 2.33, fstat/lstat were inline wrappers of __fxstat/__lxstat. */
+/* Before 2.33, fstat/lstat/fstatat were inline wrappers of __fxstat & co. */
 int __fxstat(int ver, int fd, struct stat *st);
 int __lxstat(int ver, const char *path, struct stat *st);
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags);
 XL_OLDEST(__fxstat);
 XL_OLDEST(__lxstat);
+__asm__(".symver __fxstatat,__fxstatat@" XL_GLIBC_AT);
 #define fstat(fd, st) __fxstat(XL_STAT_VER, (fd), (st))
 #define lstat(path, st) __lxstat(XL_STAT_VER, (path), (st))
+#define fstatat(dirfd, path, st, flags) __fxstatat(XL_STAT_VER, (dirfd), (path), (st), (flags))
 #endif

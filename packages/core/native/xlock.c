@@ -186,7 +186,7 @@ static int held_at(int fd, const char *path, struct stat *a, int linked) {
  * bytes (verify reads them once, only for a file that is not empty). */
 static const char lease_prefix[] = "{\"v\":1,\"backend\":\"lease\"";
 #define LEASE_PREFIX_LEN (sizeof lease_prefix - 1)
-static int is_lease_record(const char *head, size_t n) {
+int is_lease_record(const char *head, size_t n) {
   return n >= LEASE_PREFIX_LEN && memcmp(head, lease_prefix, LEASE_PREFIX_LEN) == 0;
 }
 
@@ -367,6 +367,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setWaitTestGap", NULL, js_test_gap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"leasePublish", NULL, js_lease_publish, NULL, NULL, NULL, napi_enumerable, NULL},
       {"leaseRelease", NULL, js_lease_release, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"reclaim", NULL, js_reclaim, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value kind;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)

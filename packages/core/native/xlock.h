@@ -3,7 +3,7 @@
  * lock primitives, shared helpers and the module; pool.c/pool.h: blocking
  * lock calls on pooled threads; wait.c: the waits' N-API side; pidwatch.c:
  * watching a process for its exit; lease.c: the lease backend's publish and
- * release). Every symbol is hidden
+ * release; sweep.c: reclaiming a staging entry). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
 #ifndef XLOCK_H
@@ -58,6 +58,8 @@ int arg_record(napi_env env, napi_value *argv, size_t argc, size_t i, void **dat
 int set_lock(int fd, int type, int wait);
 int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same);
 int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
+/* Whether a file's first `n` bytes start like a lease backend's owner record. */
+int is_lease_record(const char *head, size_t n);
 
 /* A wait given a path reports a failed check after the grant as
  * -(XL_VERIFY_FAILED + errno) (wait.c). */
@@ -76,5 +78,8 @@ napi_value js_lease_release(napi_env env, napi_callback_info info);
 /* pidwatch.c: watching a process for its exit. */
 napi_value js_watch_pid(napi_env env, napi_callback_info info);
 napi_value js_unwatch_pid(napi_env env, napi_callback_info info);
+
+/* sweep.c: one staging entry's reclaim for @x/staging's recovery sweep. */
+napi_value js_reclaim(napi_env env, napi_callback_info info);
 
 #endif

@@ -4,6 +4,7 @@
  * ("Recovery").
  */
 import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
+import { EntryReclaimer } from '@x/core/sweep';
 import { unlinkSync } from 'node:fs';
 import { opendir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -14,6 +15,9 @@ import {
   errnoOf,
   fenceOf,
   lstatQuiet,
+  meetsMount,
+  mountPoint,
+  osError,
   removeTree,
   show,
   Slicer,
@@ -132,38 +136,56 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
   const slicer = new Slicer();
   const dir = await opendir(root, { bufferSize: 128 });
-  // for-await closes the directory when the loop ends, breaks or throws.
-  for await (const d of dir) {
-    if (signal?.aborted) break;
-    let outcome: Outcome;
-    try {
-      outcome = await sweepName(root, d.name, fence, dryRun, slicer);
-    } catch (err) {
-      outcome = { kind: 'error', path: join(root, d.name), error: asError(err) };
+  // A dry run takes no lock: it probes (JS). Without the native reclaim (an
+  // older addon), the JS path does each step.
+  const native = dryRun ? null : EntryReclaimer.open(root);
+  const sweep: Sweep = { root, fence, dryRun, slicer, native };
+  try {
+    // for-await closes the directory when the loop ends, breaks or throws.
+    for await (const d of dir) {
+      if (signal?.aborted) break;
+      let outcome: Outcome;
+      try {
+        outcome = await sweepName(sweep, d.name);
+      } catch (err) {
+        outcome = { kind: 'error', path: join(root, d.name), error: asError(err) };
+      }
+      if (slicer.due()) await slicer.yield();
+      if (outcome.kind === 'skip') continue;
+      if (outcome.kind === 'skipped') {
+        report.skipped.push({ path: outcome.path, reason: outcome.reason });
+        continue;
+      }
+      report.scanned++;
+      if (outcome.kind === 'live') report.live++;
+      else if (outcome.kind === 'removed') {
+        report.removed++;
+        report.bytesFreed += outcome.bytes;
+      } else report.errors.push({ path: outcome.path, error: outcome.error });
+      (onProgress as ((p: RecoverProgress) => void) | undefined)?.(progressOf(report));
     }
-    await slicer.tick();
-    if (outcome.kind === 'skip') continue;
-    if (outcome.kind === 'skipped') {
-      report.skipped.push({ path: outcome.path, reason: outcome.reason });
-      continue;
-    }
-    report.scanned++;
-    if (outcome.kind === 'live') report.live++;
-    else if (outcome.kind === 'removed') {
-      report.removed++;
-      report.bytesFreed += outcome.bytes;
-    } else report.errors.push({ path: outcome.path, error: outcome.error });
-    (onProgress as ((p: RecoverProgress) => void) | undefined)?.(progressOf(report));
+  } finally {
+    native?.close();
   }
   signal?.throwIfAborted();
   return report;
+}
+
+/** One sweep's settings and state. */
+interface Sweep {
+  readonly root: string;
+  readonly fence: Fence;
+  readonly dryRun: boolean;
+  readonly slicer: Slicer;
+  readonly native: EntryReclaimer | null;
 }
 
 /** Both staging directories a lock file can guard (one of them, at most, exists). */
 const layouts: readonly Layout[] = ['xstage', 'containers-storage'];
 
 /** Handles one name of the root. Rejects only for unexpected errors (recorded by the caller). */
-async function sweepName(root: string, name: string, fence: Fence, dryRun: boolean, slicer: Slicer): Promise<Outcome> {
+async function sweepName(sw: Sweep, name: string): Promise<Outcome> {
+  const { root, fence, dryRun, slicer } = sw;
   const k = classify(name);
   if (k.kind === 'ignore') return skip;
   if (k.kind === 'unknown') {
@@ -180,13 +202,15 @@ async function sweepName(root: string, name: string, fence: Fence, dryRun: boole
     return skip;
   }
   const lockPath = join(root, LOCK_PREFIX + k.id);
-  // A directory with its lock file: the lock file's own entry decides. (One
-  // without is checked again once its lock is held: it may have finished.)
-  if (k.kind === 'dir' && lstatQuiet(lockPath)) return skip;
-  if (k.kind === 'dir' && k.layout === 'containers-storage') {
+  if (k.kind === 'dir') {
+    // A directory with its lock file: the lock file's own entry decides. (One
+    // without is checked again once its lock is held: it may have finished.)
+    if (lstatQuiet(lockPath)) return skip;
     // Gone: removed with its lock file's entry earlier in this sweep (the
     // stream still returns names read before), or cleaned up by its writer.
     if (!lstatQuiet(join(root, name))) return skip;
+  }
+  if (k.kind === 'dir' && k.layout === 'containers-storage') {
     // containers/storage creates lock-<id> unlocked and locks it afterwards:
     // a sweeper in between deletes it, and the writer then locks the
     // unlinked file and creates temp-dir-<id> (podman#29641). A missing lock
@@ -198,9 +222,36 @@ async function sweepName(root: string, name: string, fence: Fence, dryRun: boole
     };
   }
   // A lock file guards the directory of either layout.
-  const paths = k.kind === 'lock' ? layouts.map((l) => join(root, dirName(k.id, l))) : [join(root, k.id)];
+  const names = k.kind === 'lock' ? layouts.map((l) => dirName(k.id, l)) : [k.id];
+  const paths = names.map((n) => join(root, n));
   if (dryRun) return wouldReclaim(lockPath, paths, fence, slicer);
-  return k.kind === 'lock' ? reclaim(lockPath, paths, fence, slicer) : reclaimOrphan(root, lockPath, paths[0]!, fence, slicer);
+  if (k.kind === 'dir') return reclaimOrphan(root, lockPath, paths[0]!, fence, slicer);
+  if (sw.native && !paths.some((p) => meetsMount(fence, p))) {
+    const outcome = await reclaimNative(sw.native, LOCK_PREFIX + k.id, names, slicer);
+    if (outcome !== 'lease') return outcome;
+  }
+  return reclaim(lockPath, paths, fence, slicer);
+}
+
+/**
+ * `reclaim` in one native call per entry (more when a huge tree outlasts
+ * the slice: the event loop runs in between, the lock stays held). A lock
+ * file holding a lease record is left to the JS path, which judges it.
+ */
+async function reclaimNative(native: EntryReclaimer, lockName: string, names: readonly string[], slicer: Slicer): Promise<Outcome | 'lease'> {
+  for (;;) {
+    const r = native.reclaim(lockName, names, slicer.remaining());
+    if (typeof r === 'number') return { kind: 'removed', bytes: r };
+    if (r === 'again') {
+      await slicer.yield();
+      continue;
+    }
+    if (r === 'live') return live;
+    if (r === 'gone') return skip;
+    if (r === 'lease') return 'lease';
+    const error = r.mountPoint ? mountPoint(r.path) : osError(r.code, r.syscall, r.path, r.message);
+    return { kind: 'error', path: r.entry, error };
+  }
 }
 
 /** Removes every path (a missing one counts 0 bytes); returns the bytes freed. */

@@ -60,6 +60,16 @@ export interface NativeAddon {
   leaseRelease(fd: number, path: string, aside: string): number;
   watchPid(pid: number, done: (result: number) => void): WatchHandle | number;
   unwatchPid(handle: WatchHandle): void;
+  /** One staging entry's reclaim (native/sweep.c); absent from an addon older than it. */
+  reclaim?(
+    rootFd: number,
+    lockName: string,
+    dirNames: readonly string[],
+    budgetUs: number,
+    heldFd: number,
+    out: Float64Array,
+    errPath: Buffer,
+  ): number;
 }
 
 /** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */

@@ -105,7 +105,8 @@ export function checkPath(value: unknown, name: string): string {
   return value;
 }
 
-function mountPoint(path: string): NodeJS.ErrnoException {
+/** The error of a mount point met by a removal (never entered). */
+export function mountPoint(path: string): NodeJS.ErrnoException {
   return osError(
     'EBUSY',
     'rmdir',
@@ -136,10 +137,39 @@ export class Slicer {
 
   /** Resolves at once, or after one turn of the event loop when the slice is used up. */
   async tick(): Promise<void> {
-    if (performance.now() - this.#start < this.#budgetMs) return;
+    if (this.due()) await this.yield();
+  }
+
+  /** Whether the slice is used up (a synchronous check: no promise per entry). */
+  due(): boolean {
+    return performance.now() - this.#start >= this.#budgetMs;
+  }
+
+  /** Milliseconds left in this slice (never below a tenth of it: native work always gets some). */
+  remaining(): number {
+    return Math.max(this.#budgetMs / 10, this.#budgetMs - (performance.now() - this.#start));
+  }
+
+  /** Lets one turn of the event loop run, then starts a new slice. */
+  async yield(): Promise<void> {
+    this.yields++;
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.#start = performance.now();
   }
+
+  /** How many times this slicer let the event loop run (tests count them). */
+  yields = 0;
+}
+
+/**
+ * Whether a mount point listed in the fence is `path` or lies under it
+ * (removing `path` would meet it). Usually there is none.
+ */
+export function meetsMount(fence: Fence, path: string): boolean {
+  if (fence.mounts.size === 0) return false;
+  const prefix = `${path}/`;
+  for (const m of fence.mounts) if (m === path || m.startsWith(prefix)) return true;
+  return false;
 }
 
 /** `lstatSync`, or `undefined` when nothing is at `path`. */

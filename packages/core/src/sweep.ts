@@ -1,0 +1,111 @@
+/**
+ * The native half of `@x/staging`'s recovery sweep: one call per staging
+ * entry takes its lock file's lock, checks it, removes the entry's
+ * directories and deletes the lock file (native/sweep.c describes the
+ * steps; docs/staging-protocol.md, "Recovery", the protocol). For
+ * `@x/staging` only: not part of the public API and not covered by semver.
+ * @internal
+ * @packageDocumentation
+ */
+import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { getSystemErrorMap } from 'node:util';
+import { addon } from './platform/native.js';
+
+/** Why an entry could not be reclaimed: an OS error of one of its paths. @internal */
+export interface ReclaimFailure {
+  /** The errno code (`EACCES`...); `EBUSY` for a mount point. */
+  readonly code: string;
+  /** The call that failed (`open`, `fcntl`, `lstat`, `unlink`, `rmdir`, `scandir`). */
+  readonly syscall: string;
+  /** The failing path (absolute). */
+  readonly path: string;
+  /** The path in the root it lies under: the entry's staging directory, or its lock file. */
+  readonly entry: string;
+  /** Node's text for the code (`permission denied`). */
+  readonly message: string;
+  /** The path is a directory of another filesystem: not entered. */
+  readonly mountPoint: boolean;
+}
+
+/**
+ * What {@link EntryReclaimer.reclaim} did: the bytes of regular files
+ * deleted (the entry is gone, lock file included); `live` (its lock is
+ * held); `gone` (the lock file vanished or was replaced meanwhile: the entry
+ * finished); `lease` (a lease backend's record: the caller judges it);
+ * `again` (the time budget ran out: the lock is still held; call again with
+ * the same names after letting the event loop run); or a failure (the lock
+ * file stays, unlocked).
+ * @internal
+ */
+export type ReclaimResult = number | 'live' | 'gone' | 'lease' | 'again' | ReclaimFailure;
+
+const codes = ['done', 'again', 'live', 'gone', 'lease', 'error'] as const;
+const syscalls = ['open', 'fcntl', 'lstat', 'unlink', 'rmdir', 'scandir', 'rmdir'];
+const MOUNT = 6;
+const errors = getSystemErrorMap();
+
+/**
+ * Reclaims the entries of one staging root (held open as a directory
+ * descriptor until {@link EntryReclaimer.close}). One per sweep.
+ * @internal
+ */
+export class EntryReclaimer {
+  readonly #root: string;
+  readonly #fd: number;
+  readonly #out = new Float64Array(4);
+  readonly #errPath = Buffer.alloc(4096);
+  /** The lock held across `again` results, and the bytes deleted so far. */
+  #held = -1;
+  #bytes = 0;
+
+  private constructor(root: string, fd: number) {
+    this.#root = root;
+    this.#fd = fd;
+  }
+
+  /** Opens `root`; null when the loaded addon has no native reclaim (an older build). */
+  static open(root: string): EntryReclaimer | null {
+    if (typeof addon?.reclaim !== 'function') return null;
+    return new EntryReclaimer(root, openSync(root, fsc.O_RDONLY | fsc.O_DIRECTORY));
+  }
+
+  /**
+   * Reclaims the entry of lock file `lockName`, whose directories may be any
+   * of `dirNames` (names in the root); works for about `budgetMs` at most
+   * (see {@link ReclaimResult}: `again`).
+   */
+  reclaim(lockName: string, dirNames: readonly string[], budgetMs: number): ReclaimResult {
+    const out = this.#out;
+    const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
+    const code = codes[addon!.reclaim!(this.#fd, lockName, dirNames, budgetUs, this.#held, out, this.#errPath)];
+    this.#held = -1;
+    this.#bytes += out[0]!;
+    if (code === 'again') {
+      this.#held = out[1]!;
+      return 'again';
+    }
+    const bytes = this.#bytes;
+    this.#bytes = 0;
+    if (code === 'done') return bytes;
+    if (code !== 'error') return code!;
+    const errno = out[2]!;
+    const rel = this.#errPath.toString('utf8', 0, this.#errPath.indexOf(0));
+    const [code2, message] = errors.get(-errno) ?? [`E${errno}`, 'unknown error'];
+    return {
+      code: code2,
+      syscall: syscalls[out[3]!] ?? 'unknown',
+      path: rel ? join(this.#root, rel) : this.#root,
+      entry: rel ? join(this.#root, rel.split('/')[0]!) : this.#root,
+      message,
+      mountPoint: out[3] === MOUNT,
+    };
+  }
+
+  /** Closes the root (and a lock still held by an unfinished `again`). */
+  close(): void {
+    if (this.#held >= 0) addon!.close(this.#held);
+    this.#held = -1;
+    closeSync(this.#fd);
+  }
+}
