@@ -1,7 +1,8 @@
 // Recovery child (metric 6): node recover.mjs <method> <root> <lockPrefix> <dirPrefix>
 //
 // Reclaims the abandoned entries of a staging area and prints
-// "result {ms, scanned, removed, live, rssBefore, maxRss}" (bytes). Methods:
+// "result {ms, scanned, removed, live, errors, rssBefore, maxRss, cpuMs}"
+// (bytes; cpuMs = user + system CPU of the call). Methods:
 //   ours   StagingArea.open(root) + area.recover()
 //   plain  a synchronous readdir + unlink/rmdir loop deleting everything
 //          (no locking at all: the throughput reference)
@@ -73,10 +74,12 @@ const prepare = methods[method];
 if (!prepare) throw new Error(`unknown method ${method}`);
 const go = await prepare();
 const rssBefore = process.memoryUsage.rss();
+const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const report = await go();
 const ms = performance.now() - t0;
+const cpu = process.cpuUsage(cpu0);
 const maxRss = process.resourceUsage().maxRSS * 1024;
 process.stdout.write(
-  `result ${JSON.stringify({ ms, scanned: report.scanned, removed: report.removed, live: report.live, errors: report.errors?.length ?? 0, rssBefore, maxRss })}\n`,
+  `result ${JSON.stringify({ ms, scanned: report.scanned, removed: report.removed, live: report.live, errors: report.errors?.length ?? 0, rssBefore, maxRss, cpuMs: (cpu.user + cpu.system) / 1000 })}\n`,
 );

@@ -25,9 +25,10 @@
  * lets its event loop run and calls again with it as `heldFd` (the walk
  * starts over on what is left). So a huge tree never blocks the loop long.
  *
- * out (Float64Array of 4): [0] bytes of regular files deleted by this call,
+ * out (Float64Array of 5): [0] bytes of regular files deleted by this call,
  * [1] the held descriptor (SW_AGAIN), [2] errno and [3] the failing call
- * (SW_ERROR); errPath receives the failing path relative to the root,
+ * (SW_ERROR); [4] is an input, the root's device (st_dev: one fstat less
+ * per call); errPath receives the failing path relative to the root,
  * NUL-terminated. Mount-point fences listed in /proc/self/mountinfo are the
  * caller's job (it knows the mount table); this file checks the device.
  */
@@ -185,15 +186,8 @@ static int unlink_file(walk *w, int dirfd, const char *name, int maybe_reg) {
  * else changed: a later call starts over on what is left).
  */
 static int remove_tree(walk *w, const char *name) {
-  struct stat st;
-  if (fstatat(w->root, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-    if (errno != ENOENT) fail(w, errno, SC_STAT, name);
-    return 0;
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    unlink_file(w, w->root, name, 1);
-    return 0;
-  }
+  /* A directory is opened at once (the common case: one call less than a
+   * stat first); anything else is unlinked. */
   int p = push(w, w->root, name);
   if (p == 0) unlink_file(w, w->root, name, 1);
   if (p <= 0) return 0;
@@ -280,8 +274,8 @@ napi_value js_reclaim(napi_env env, napi_callback_info info) {
   void *odata = NULL, *pdata = NULL;
   bool is_buf = false;
   if (napi_get_typedarray_info(env, argv[5], &tt, &olen, &odata, NULL, NULL) != napi_ok ||
-      tt != napi_float64_array || olen < 4) {
-    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 4");
+      tt != napi_float64_array || olen < 5) {
+    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 5");
     return NULL;
   }
   CHECK(napi_is_buffer(env, argv[6], &is_buf));
@@ -297,12 +291,6 @@ napi_value js_reclaim(napi_env env, napi_callback_info info) {
   out[3] = 0;
   errpath[0] = '\0';
 
-  struct stat rs;
-  if (fstat(root, &rs) < 0) {
-    out[2] = errno;
-    out[3] = SC_STAT;
-    return make_int(env, SW_ERROR);
-  }
   int fd = held;
   if (fd < 0) {
     do fd = openat(root, lock_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
@@ -354,7 +342,7 @@ napi_value js_reclaim(napi_env env, napi_callback_info info) {
   walk w;
   memset(&w, 0, sizeof w);
   w.root = root;
-  w.dev = rs.st_dev;
+  w.dev = (dev_t)out[4]; /* the root's: set once by the caller */
   w.deadline = mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000;
   w.errpath = errpath;
   int again = 0;
@@ -377,4 +365,23 @@ napi_value js_reclaim(napi_env env, napi_callback_info info) {
     return make_int(env, SW_ERROR);
   }
   return make_int(env, SW_DONE);
+}
+
+/* lookup(rootFd, name) -> 1 when something is at `name` in the root (never
+ * followed), 0 when nothing is, -errno. The sweep's "does lock-<id> (or
+ * <id>) exist" without a Stats object and an absolute path per name. */
+napi_value js_lookup(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t root;
+  char name[NAME_BUF];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_int(env, argv, argc, 0, "rootFd", &root)) return NULL;
+  if (argc < 2 || !arg_name(env, argv[1], name)) {
+    if (argc < 2) napi_throw_type_error(env, NULL, "xlock: lookup takes 2 arguments");
+    return NULL;
+  }
+  struct stat st;
+  if (fstatat(root, name, &st, AT_SYMLINK_NOFOLLOW) == 0) return make_int(env, 1);
+  return make_int(env, errno == ENOENT ? 0 : -errno);
 }

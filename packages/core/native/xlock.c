@@ -368,6 +368,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"leasePublish", NULL, js_lease_publish, NULL, NULL, NULL, napi_enumerable, NULL},
       {"leaseRelease", NULL, js_lease_release, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reclaim", NULL, js_reclaim, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lookup", NULL, js_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value kind;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)

@@ -81,5 +81,6 @@ napi_value js_unwatch_pid(napi_env env, napi_callback_info info);
 
 /* sweep.c: one staging entry's reclaim for @x/staging's recovery sweep. */
 napi_value js_reclaim(napi_env env, napi_callback_info info);
+napi_value js_lookup(napi_env env, napi_callback_info info);
 
 #endif

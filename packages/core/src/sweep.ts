@@ -7,9 +7,10 @@
  * @internal
  * @packageDocumentation
  */
-import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { getSystemErrorMap } from 'node:util';
+import { osError } from './internal/oserror.js';
 import { addon } from './platform/native.js';
 
 /** Why an entry could not be reclaimed: an OS error of one of its paths. @internal */
@@ -53,7 +54,7 @@ const errors = getSystemErrorMap();
 export class EntryReclaimer {
   readonly #root: string;
   readonly #fd: number;
-  readonly #out = new Float64Array(4);
+  readonly #out = new Float64Array(5);
   readonly #errPath = Buffer.alloc(4096);
   /** The lock held across `again` results, and the bytes deleted so far. */
   #held = -1;
@@ -66,8 +67,26 @@ export class EntryReclaimer {
 
   /** Opens `root`; null when the loaded addon has no native reclaim (an older build). */
   static open(root: string): EntryReclaimer | null {
-    if (typeof addon?.reclaim !== 'function') return null;
-    return new EntryReclaimer(root, openSync(root, fsc.O_RDONLY | fsc.O_DIRECTORY));
+    if (typeof addon?.reclaim !== 'function' || typeof addon.lookup !== 'function') return null;
+    const fd = openSync(root, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    const r = new EntryReclaimer(root, fd);
+    try {
+      r.#out[4] = fstatSync(fd).dev; // the device fence of every removal
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return r;
+  }
+
+  /**
+   * Whether something (of any type, never followed) is at `name` in the root.
+   * @throws OS errors other than ENOENT, with the path
+   */
+  has(name: string): boolean {
+    const r = addon!.lookup!(this.#fd, name);
+    if (r < 0) throw osError(r, 'lstat', join(this.#root, name));
+    return r === 1;
   }
 
   /**

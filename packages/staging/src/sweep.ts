@@ -5,8 +5,7 @@
  */
 import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
 import { EntryReclaimer } from '@x/core/sweep';
-import { unlinkSync } from 'node:fs';
-import { opendir } from 'node:fs/promises';
+import { opendirSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
   asError,
@@ -135,14 +134,15 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   const fence = fenceOf(root);
   const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
   const slicer = new Slicer();
-  const dir = await opendir(root, { bufferSize: 128 });
-  // A dry run takes no lock: it probes (JS). Without the native reclaim (an
-  // older addon), the JS path does each step.
-  const native = dryRun ? null : EntryReclaimer.open(root);
-  const sweep: Sweep = { root, fence, dryRun, slicer, native };
+  // Read synchronously, in chunks of ROOT_CHUNK names, within the slices.
+  const dir = opendirSync(root, { bufferSize: ROOT_CHUNK });
+  let native: EntryReclaimer | null = null;
   try {
-    // for-await closes the directory when the loop ends, breaks or throws.
-    for await (const d of dir) {
+    // A dry run takes no lock: it probes (JS). Without the native reclaim (an
+    // older addon), the JS path does each step.
+    native = dryRun ? null : EntryReclaimer.open(root);
+    const sweep: Sweep = { root, fence, dryRun, slicer, native };
+    for (let d = dir.readSync(); d !== null; d = dir.readSync()) {
       if (signal?.aborted) break;
       let outcome: Outcome;
       try {
@@ -166,6 +166,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
     }
   } finally {
     native?.close();
+    dir.closeSync();
   }
   signal?.throwIfAborted();
   return report;
@@ -179,6 +180,13 @@ interface Sweep {
   readonly slicer: Slicer;
   readonly native: EntryReclaimer | null;
 }
+
+/**
+ * Names read from the root at a time: the sweep's memory for the listing
+ * (a few hundred KB at most), and few enough that a name read before its
+ * entry was removed (by this sweep or its writer) is rare.
+ */
+const ROOT_CHUNK = 1024;
 
 /** Both staging directories a lock file can guard (one of them, at most, exists). */
 const layouts: readonly Layout[] = ['xstage', 'containers-storage'];
@@ -203,12 +211,13 @@ async function sweepName(sw: Sweep, name: string): Promise<Outcome> {
   }
   const lockPath = join(root, LOCK_PREFIX + k.id);
   if (k.kind === 'dir') {
+    const has = (n: string): boolean => (sw.native ? sw.native.has(n) : lstatQuiet(join(root, n)) !== undefined);
     // A directory with its lock file: the lock file's own entry decides. (One
     // without is checked again once its lock is held: it may have finished.)
-    if (lstatQuiet(lockPath)) return skip;
+    if (has(LOCK_PREFIX + k.id)) return skip;
     // Gone: removed with its lock file's entry earlier in this sweep (the
     // stream still returns names read before), or cleaned up by its writer.
-    if (!lstatQuiet(join(root, name))) return skip;
+    if (!has(name)) return skip;
   }
   if (k.kind === 'dir' && k.layout === 'containers-storage') {
     // containers/storage creates lock-<id> unlocked and locks it afterwards:

@@ -70,6 +70,8 @@ export interface NativeAddon {
     out: Float64Array,
     errPath: Buffer,
   ): number;
+  /** 1 when something is at `name` in the directory `rootFd`, 0 when not, -errno (native/sweep.c). */
+  lookup?(rootFd: number, name: string): number;
 }
 
 /** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */
