@@ -4,7 +4,7 @@
  * ("Recovery").
  */
 import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
-import { EntryReclaimer } from '@x/core/sweep';
+import { EntryReclaimer, type ReclaimResult } from '@x/core/sweep';
 import { opendirSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
@@ -142,11 +142,14 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
     // older addon), the JS path does each step.
     native = dryRun ? null : EntryReclaimer.open(root);
     const sweep: Sweep = { root, fence, dryRun, slicer, native };
+    // The fast path needs no mount fence per entry (usually there is none).
+    const fast = native && fence.mounts.size === 0 ? native : null;
     for (let d = dir.readSync(); d !== null; d = dir.readSync()) {
       if (signal?.aborted) break;
-      let outcome: Outcome;
+      let outcome: Outcome | undefined;
       try {
-        outcome = await sweepName(sweep, d.name);
+        if (fast) outcome = sweepFast(fast, slicer, d.name);
+        outcome ??= await sweepName(sweep, d.name);
       } catch (err) {
         outcome = { kind: 'error', path: join(root, d.name), error: asError(err) };
       }
@@ -170,6 +173,37 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   }
   signal?.throwIfAborted();
   return report;
+}
+
+const dirPair = ['', ''];
+
+/**
+ * The common cases in one synchronous step, no promise: a lock file whose
+ * entry the native reclaim settles (removed, live, gone, failed), and a
+ * directory whose lock file exists or that is gone. Anything else
+ * (undefined) goes the general way, {@link sweepName}, which also finishes
+ * a reclaim that ran out of time (the lock stays held in `native`).
+ */
+function sweepFast(native: EntryReclaimer, slicer: Slicer, name: string): Outcome | undefined {
+  const k = classify(name);
+  if (k.kind === 'dir') {
+    if (native.has(LOCK_PREFIX + k.id)) return skip;
+    return native.has(name) ? undefined : skip;
+  }
+  if (k.kind !== 'lock') return undefined;
+  dirPair[0] = k.id;
+  dirPair[1] = dirName(k.id, 'containers-storage');
+  const r = native.reclaim(name, dirPair, slicer.remaining());
+  return typeof r === 'string' && (r === 'again' || r === 'lease') ? undefined : settled(r);
+}
+
+/** The outcome of a final native result. */
+function settled(r: Exclude<ReclaimResult, 'again' | 'lease'>): Outcome {
+  if (typeof r === 'number') return { kind: 'removed', bytes: r };
+  if (r === 'live') return live;
+  if (r === 'gone') return skip;
+  const error = r.mountPoint ? mountPoint(r.path) : osError(r.code, r.syscall, r.path, r.message);
+  return { kind: 'error', path: r.entry, error };
 }
 
 /** One sweep's settings and state. */
@@ -250,16 +284,9 @@ async function sweepName(sw: Sweep, name: string): Promise<Outcome> {
 async function reclaimNative(native: EntryReclaimer, lockName: string, names: readonly string[], slicer: Slicer): Promise<Outcome | 'lease'> {
   for (;;) {
     const r = native.reclaim(lockName, names, slicer.remaining());
-    if (typeof r === 'number') return { kind: 'removed', bytes: r };
-    if (r === 'again') {
-      await slicer.yield();
-      continue;
-    }
-    if (r === 'live') return live;
-    if (r === 'gone') return skip;
     if (r === 'lease') return 'lease';
-    const error = r.mountPoint ? mountPoint(r.path) : osError(r.code, r.syscall, r.path, r.message);
-    return { kind: 'error', path: r.entry, error };
+    if (r !== 'again') return settled(r);
+    await slicer.yield();
   }
 }
 
