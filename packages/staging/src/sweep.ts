@@ -281,7 +281,12 @@ async function sweepName(sw: Sweep, name: string): Promise<Outcome> {
  * the slice: the event loop runs in between, the lock stays held). A lock
  * file holding a lease record is left to the JS path, which judges it.
  */
-async function reclaimNative(native: EntryReclaimer, lockName: string, names: readonly string[], slicer: Slicer): Promise<Outcome | 'lease'> {
+async function reclaimNative(
+  native: EntryReclaimer,
+  lockName: string,
+  names: readonly string[],
+  slicer: Slicer,
+): Promise<Outcome | 'lease'> {
   for (;;) {
     const r = native.reclaim(lockName, names, slicer.remaining());
     if (r === 'lease') return 'lease';
