@@ -18,8 +18,25 @@ export const rowName = (c, method) => `${METHODS.find((m) => m.method === method
 const shape = (c) => (c.live ? `${c.stale / 1000}k stale + ${c.live / 1000}k live` : `${c.stale / 1000}k stale`);
 const MB = 1024 * 1024;
 
-export async function run(ctx) {
+/**
+ * BENCH_RECOVER_CASES="stale:live,..." (and BENCH_RECOVER_REPS) replaces the
+ * cases of the mode, for iterating on the sweep with small trees.
+ */
+function settings(ctx) {
   const s = ctx.settings.recover;
+  const cases = process.env.BENCH_RECOVER_CASES;
+  if (!cases) return s;
+  return {
+    cases: cases.split(',').map((c) => {
+      const [stale, live = '0'] = c.split(':');
+      return { stale: Number(stale), live: Number(live) };
+    }),
+    reps: Number(process.env.BENCH_RECOVER_REPS ?? s.reps),
+  };
+}
+
+export async function run(ctx) {
+  const s = settings(ctx);
   const title = '6. recover(): throughput and peak memory on abandoned entries';
   // BENCH_RECOVER_PEERS=1 runs the reference rows without ours (to test the harness).
   const peersOnly = process.env.BENCH_RECOVER_PEERS === '1';

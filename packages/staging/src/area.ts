@@ -251,10 +251,11 @@ export class StagingArea {
    * Reclaims every entry whose lock is free: deletes its staging directory,
    * then its lock file. Live entries are left alone.
    *
-   * @remarks Streams the root with `opendir`, one entry at a time, so memory
-   * stays bounded for any number of entries; the system calls run
-   * synchronously in slices of a few milliseconds, yielding to the event
-   * loop in between, and never occupy libuv's threadpool. Never deletes a
+   * @remarks Streams the root (1024 names at a time), one entry at a time,
+   * so memory stays bounded for any number of entries; each entry is one
+   * native call of synchronous system calls, run in slices of a few
+   * milliseconds (a huge entry spans several), yielding to the event loop
+   * in between, never occupying libuv's threadpool. Never deletes a
    * live entry (held by another process, by this process, or by a classic
    * POSIX `fcntl` holder), never follows a symlink, never enters another
    * filesystem, never deletes outside the root; see docs/staging-protocol.md.
