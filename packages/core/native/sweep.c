@@ -194,19 +194,6 @@ static int remove_tree(walk *w, const char *name) {
   while (w->depth > 0) {
     frame *f = w->stack[w->depth - 1];
     if (f->pos >= f->len) {
-      /* A batch read and handled: usually the directory is empty now, and
-       * removing it at once saves the getdents that would say so. Not
-       * empty (ENOTEMPTY, EEXIST) or any other failure: read on (the final
-       * rmdir reports a real error). */
-      if (f->len > 0 && !f->failed) {
-        int parent = w->depth > 1 ? w->stack[w->depth - 2]->fd : w->root;
-        int gone = unlinkat(parent, f->name, AT_REMOVEDIR);
-        if (gone == 0 || errno == ENOENT) {
-          if (gone == 0) w->deleted++;
-          pop(w, 0);
-          continue;
-        }
-      }
       long n;
       do n = syscall(SYS_getdents64, f->fd, f->buf, sizeof f->buf);
       while (n < 0 && errno == EINTR);
