@@ -370,12 +370,14 @@ static napi_value init(napi_env env, napi_value exports) {
       {"reclaim", NULL, js_reclaim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lookup", NULL, js_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  napi_value kind;
+  napi_value kind, abi;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
   if (napi_create_string_utf8(env, XLOCK_OFD ? "ofd" : "flock", NAPI_AUTO_LENGTH, &kind) != napi_ok)
     return NULL;
   napi_set_named_property(env, exports, "kind", kind);
+  if (napi_create_int32(env, XLOCK_ABI, &abi) != napi_ok) return NULL;
+  napi_set_named_property(env, exports, "abi", abi);
   return exports;
 }
 

@@ -41,6 +41,15 @@ enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
 
 #define PATH_BUF 4096
 
+/* The addon's interface version, exported as `abi`: the loader
+ * (src/platform/native.ts, ADDON_ABI) refuses an addon built with another
+ * one, since the JS side relies on what each export takes and returns (a
+ * wait given a path verifies before it resolves, since 2). Bump both with
+ * any such change. -DXLOCK_ABI=n builds another one (tests). */
+#ifndef XLOCK_ABI
+#define XLOCK_ABI 2
+#endif
+
 #define CHECK(call)                                                            \
   do {                                                                         \
     if ((call) != napi_ok) {                                                   \

@@ -8,7 +8,9 @@
  *      and C library: `prebuilds/<platform>-<arch>/xlock.<libc>.node`;
  *   3. the development build, `build/xlock.node` (`pnpm build` in the
  *      workspace, or `node scripts/build-native.mjs` on purpose).
- * When none loads, `kernelLocks.reason` says why and what to do.
+ * An addon from another version of the package (its `abi` differs from
+ * {@link ADDON_ABI}: a stale build, an old `XLOCK_ADDON`) is refused like a
+ * missing one. When none loads, `kernelLocks.reason` says why and what to do.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,6 +18,8 @@ import { fileURLToPath } from 'node:url';
 
 /** The addon's surface (see native/xlock.h and the .c files beside it); results are `-errno` on failure. */
 export interface NativeAddon {
+  /** The interface version it was built with (XLOCK_ABI in native/xlock.h); must be {@link ADDON_ABI}. */
+  readonly abi: number;
   readonly kind: 'ofd' | 'flock';
   open(path: string, flags: number, mode: number): number;
   setlk(fd: number, type: LockType): number;
@@ -74,6 +78,12 @@ export interface NativeAddon {
   lookup?(rootFd: number, name: string): number;
 }
 
+/**
+ * The addon interface this code needs: XLOCK_ABI in native/xlock.h, bumped
+ * together whenever an export's arguments or results change.
+ */
+export const ADDON_ABI = 2;
+
 /** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */
 export const VERIFY_FAILED = 0x10000;
 
@@ -110,7 +120,14 @@ function detectLibc(): 'glibc' | 'musl' | undefined {
 
 function tryLoad(file: string): { addon?: NativeAddon; error?: string } {
   try {
-    return { addon: require(file) as NativeAddon };
+    const addon = require(file) as NativeAddon;
+    if (addon.abi === ADDON_ABI) return { addon };
+    const abi = typeof addon.abi === 'number' ? addon.abi : 'none';
+    return {
+      error:
+        `${file} is from another version of @x/core (addon ABI ${abi}, this version needs ${ADDON_ABI}), ` +
+        `not loaded: rebuild it with \`node ${buildScript}\``,
+    };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     return { error: `${code === 'MODULE_NOT_FOUND' ? 'not there' : (err as Error).message.split('\n')[0]}` };
