@@ -3,20 +3,26 @@
  * resolves (docs/waiting.md): the inode check of docs/contract.md 3.3 item 2 and the
  * owner record, stamped with the time of the grant. And a pool thread whose
  * timer was left armed for a far deadline is re-armed for the next wait.
+ * No cancel signal reaches that check: a deadline passing during it leaves
+ * the lock granted, and a cancel during it still wins.
  */
-import { fstatSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { lock, readOwner, tryLock } from '@x/core';
-import { trimWaitThreads } from '@x/core/testing';
+import { kernelLocks, lock, readOwner, tryLock } from '@x/core';
+import { setWaitTestGap, trimWaitThreads } from '@x/core/testing';
+import { exited, tick } from './helpers/core-util.js';
 import { pyLockf, reapAll } from './helpers/child.js';
 import { blockedWaiter } from './helpers/proclocks.js';
 import { tempDir } from './helpers/tmp.js';
 import { lockErrorOf, within } from './helpers/core-util.js';
 
 const kernel = { backend: 'kernel' } as const;
+const ECANCELED = 125; // Linux
 
 afterEach(async () => {
+  setWaitTestGap(0, 'check');
   await reapAll();
 });
 
@@ -82,3 +88,67 @@ async function waitForTrim(): Promise<number> {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
+
+/** Resolves once /proc/locks shows a granted (not blocked) lock on `path`'s inode: with its holder gone, ours. */
+async function granted(path: string): Promise<void> {
+  const ino = statSync(path).ino;
+  for (let i = 0; i < 4000; i++) {
+    const lines = readFileSync('/proc/locks', 'utf8').split('\n');
+    if (lines.some((l) => !l.includes('->') && l.split(/\s+/).some((f) => f.endsWith(`:${ino}`)))) return;
+    await tick(5);
+  }
+  throw new Error(`no lock was granted on ${path}`);
+}
+
+async function pyBusy(path: string): Promise<boolean> {
+  const { child, first } = await pyLockf(path, 'try');
+  await exited(child.proc);
+  return first === 'busy';
+}
+
+test('a deadline that passes during the check after the grant does not interrupt it: the lock is held', async () => {
+  await using d = await tempDir();
+  const p = join(d.path, 'x.lock');
+  const { child, first } = await pyLockf(p);
+  expect(first).toBe('acquired');
+  // The check (fstat, lstat, pread, pwrite...) lasts 3 s here; a signal that
+  // cuts it short fails it with EINTR, as on FUSE. The deadline falls inside.
+  setWaitTestGap(3_000_000_000, 'check');
+  const waiting = lock(p, { ...kernel, timeout: 2_000 });
+  await blockedWaiter(p);
+  child.proc.stdin?.end(); // python unlocks: the grant comes well before the deadline
+  const held = await within(waiting, 10_000, 'the waiter');
+  try {
+    expect((await readOwner(p))?.pid).toBe(process.pid);
+    expect(await pyBusy(p)).toBe(true);
+  } finally {
+    await held.release();
+  }
+});
+
+test('a cancel that comes during the check after the grant wins: the wait reports it, the lock is released', async () => {
+  await using d = await tempDir();
+  const p = join(d.path, 'x.lock');
+  const { child, first } = await pyLockf(p);
+  expect(first).toBe('acquired');
+  // The addon itself (the one @x/core loaded): lock() would release a lock
+  // that came with its abort anyway; the wait must not report it held.
+  const addon = createRequire(import.meta.url)(kernelLocks.file!) as {
+    wait(fd: number, type: number, timeoutMs: number, path: string): Promise<number>;
+    cancel(fd: number): void;
+  };
+  const fd = openSync(p, 'r+');
+  try {
+    setWaitTestGap(1_000_000_000, 'check');
+    const waiting = addon.wait(fd, 2, -1, p);
+    await blockedWaiter(p);
+    child.proc.stdin?.end();
+    await exited(child.proc);
+    await granted(p); // granted to us, and checking
+    addon.cancel(fd);
+    expect(await within(waiting, 10_000, 'the wait')).toBe(-ECANCELED);
+    expect(await pyBusy(p)).toBe(false);
+  } finally {
+    closeSync(fd);
+  }
+});

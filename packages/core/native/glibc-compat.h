@@ -34,12 +34,26 @@ XL_OLDEST(pthread_sigmask);
 XL_OLDEST(pthread_attr_setstacksize);
 XL_OLDEST(pthread_mutex_lock);
 XL_OLDEST(pthread_mutex_unlock);
-XL_OLDEST(pthread_cond_wait);
-XL_OLDEST(pthread_cond_signal);
-XL_OLDEST(pthread_cond_broadcast);
-XL_OLDEST(pthread_cond_timedwait);
-XL_OLDEST(pthread_cond_init);
-XL_OLDEST(pthread_cond_destroy);
+/* Condition variables: x86_64's base versions are the compat ones of
+ * glibc's pre-2.3.2 condvars, which ignore a condattr's clock (park() in
+ * pool.c waits on CLOCK_MONOTONIC); take the current implementation, there
+ * since 2.3.2. aarch64 starts at 2.17 with it. */
+#if defined(__x86_64__)
+#define XL_COND(sym) __asm__(".symver " #sym "," #sym "@GLIBC_2.3.2")
+#define XL_CONDATTR_CLOCK "GLIBC_2.3.3"
+#else
+#define XL_COND(sym) XL_OLDEST(sym)
+#define XL_CONDATTR_CLOCK XL_GLIBC_BASE
+#endif
+XL_COND(pthread_cond_wait);
+XL_COND(pthread_cond_signal);
+XL_COND(pthread_cond_broadcast);
+XL_COND(pthread_cond_timedwait);
+XL_COND(pthread_cond_init);
+XL_COND(pthread_cond_destroy);
+__asm__(".symver pthread_condattr_setclock,pthread_condattr_setclock@" XL_CONDATTR_CLOCK);
+XL_OLDEST(pthread_condattr_init);
+XL_OLDEST(pthread_condattr_destroy);
 XL_OLDEST(pthread_mutex_init);
 XL_OLDEST(pthread_mutex_destroy);
 XL_OLDEST(pthread_detach);

@@ -137,7 +137,7 @@ napi_value js_lease_release(napi_env env, napi_callback_info info) {
   else if (fstat(fd, &held) < 0) r = -errno;
   else if (lstat(path, &at) < 0) r = errno == ENOENT ? 1 : -errno;
   else if (at.st_dev != held.st_dev || at.st_ino != held.st_ino) r = 1;
-  else if (rename(path, aside) < 0) r = errno == ENOENT ? 1 : -errno;
+  else if ((void)test_gap(XL_GAP_LEASE, 0), rename(path, aside) < 0) r = errno == ENOENT ? 1 : -errno;
   else if (lstat(aside, &at) < 0) r = errno == ENOENT ? 0 : -errno;
   else if (at.st_dev != held.st_dev || at.st_ino != held.st_ino) {
     /* A takeover swapped files between our check and the rename. */

@@ -94,18 +94,6 @@ static void arm(pool_worker *wk, int64_t at) {
 }
 #endif
 
-static atomic_long test_gap_ns;
-
-void pool_set_test_gap(long ns) { atomic_store(&test_gap_ns, ns); }
-
-static void test_gap(void) {
-  long gap = atomic_load(&test_gap_ns);
-  if (gap <= 0) return;
-  struct timespec ts = {gap / 1000000000L, gap % 1000000000L};
-  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-  }
-}
-
 static int wait_result(pool_job *j) {
   if (atomic_load(&j->cancelled)) return -ECANCELED;
   if (j->deadline != 0 && pool_now_ns() >= j->deadline) return -ETIMEDOUT;
@@ -126,7 +114,7 @@ static int run_job(pool_worker *wk, pool_job *j) {
   pthread_mutex_unlock(&wk->mu);
   for (;;) {
     if ((res = wait_result(j)) != 1) break;
-    test_gap();
+    (void)test_gap(XL_GAP_WAIT, 0);
     if (set_lock(j->fd, j->type, signals) == 0) {
       res = 0;
       if (atomic_load(&j->cancelled)) {
@@ -150,8 +138,8 @@ static int run_job(pool_worker *wk, pool_job *j) {
 /* Parks until submit() or trim() hands something over; 0 when idle for
  * IDLE_SECONDS with nothing handed over (the thread then leaves). */
 static int park(pool_worker *wk) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
+  struct timespec until; /* on wk->cv's clock, CLOCK_MONOTONIC (pool_submit) */
+  clock_gettime(CLOCK_MONOTONIC, &until);
   until.tv_sec += IDLE_SECONDS;
   pthread_mutex_lock(&wk->mu);
   while (!wk->go) {
@@ -211,19 +199,22 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&pool_mu);
     if (j == NULL) goto out; /* trim() */
     j->result = run_job(wk, j);
-    /* Report first (the hand-off's latency), tidy up after. From here on
-     * the job may be freed. */
-    j->done(j);
+    /* The wait is over: no cancel signal may reach done() (the check after
+     * the grant and the record: fstat, lstat, pread, pwrite, ftruncate,
+     * which some filesystems fail with EINTR). A cancel from now on only
+     * sets j->cancelled, which done() reads after its check. A deadline
+     * that passed (or a cancel) keeps re-firing: disarm it. A later one is
+     * left armed, which saves a system call per wait: it fires only if done()
+     * outlasts it, more than IDLE_SECONDS + 1 from now; the next job re-arms
+     * the timer, and a thread left idle deletes it first. */
     pthread_mutex_lock(&wk->mu);
     wk->cur = NULL;
 #if XLOCK_TIMERS
-    /* A deadline that passed (or a cancel) keeps re-firing: disarm it. A
-     * later one is left armed, which saves a system call per wait: the next
-     * job re-arms the timer, and a thread left idle deletes it first (the
-     * deadline is more than IDLE_SECONDS away). */
     if (wk->armed != 0 && wk->armed < pool_now_ns() + (IDLE_SECONDS + 1) * 1000000000LL) arm(wk, 0);
 #endif
     pthread_mutex_unlock(&wk->mu);
+    /* From here on the job may be freed. */
+    j->done(j);
     pthread_mutex_lock(&pool_mu);
     wk->idle = 1;
     wk->next = idle_list;
@@ -269,7 +260,13 @@ int pool_submit(pool_job *j) {
       return ENOMEM;
     }
     pthread_mutex_init(&wk->mu, NULL);
-    pthread_cond_init(&wk->cv, NULL);
+    /* park()'s idle timeout runs on CLOCK_MONOTONIC, like the deadlines: a
+     * wall-clock step must not end it early or stretch it. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&wk->cv, &ca);
+    pthread_condattr_destroy(&ca);
   }
   wk->next_job = j;
   wk->go = 1; /* the new thread starts with its job */

@@ -17,9 +17,10 @@ struct pool_job {
   int64_t deadline;  /* CLOCK_MONOTONIC ns; 0 = none */
   atomic_int cancelled;
   int result;        /* 0 (held) | -ETIMEDOUT | -ECANCELED | -errno; set before done() */
-  /* Called on the pool thread once the wait has ended; from then on the
-   * pool never touches the job again (done may hand it to another thread
-   * that frees it). */
+  /* Called on the pool thread once the wait has ended, with no cancel
+   * signal pending or to come (`cancelled` may still be set meanwhile);
+   * from then on the pool never touches the job again (done may hand it to
+   * another thread that frees it). */
   void (*done)(pool_job *j);
   pool_worker *wk;   /* set once when handed to a thread (cancel reads it) */
 };
@@ -35,9 +36,5 @@ void pool_cancel(pool_job *j);
 
 /* Asks idle pool threads to exit now; returns how many are still running. */
 int pool_trim(void);
-
-/* Tests only: a pause (ns) between the last cancel check and each blocking
- * call, which widens the window where a cancel signal is lost. */
-void pool_set_test_gap(long ns);
 
 #endif

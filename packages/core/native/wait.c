@@ -30,13 +30,22 @@ struct envstate {
   atomic_int in_flight; /* jobs a pool thread may still touch */
 };
 
-/* On the pool thread, once the wait has ended. */
+/* On the pool thread, once the wait has ended (no cancel signal can
+ * interrupt the check any more: pool.h). A cancel that came during the
+ * check still wins: the lock is released and the wait reports it. */
 static void job_done(pool_job *pj) {
   job *j = (job *)pj;
   envstate *es = j->es;
-  if (pj->result == 0 && j->path != NULL) {
-    int v = verify_record(pj->fd, j->path, j->rec_len ? j->rec : NULL, j->rec_len, j->ours, j->same);
-    pj->result = v >= 0 ? v : v - XL_VERIFY_FAILED;
+  if (pj->result == 0) {
+    if (j->path != NULL) {
+      int v = test_gap(XL_GAP_CHECK, 1);
+      if (v == 0) v = verify_record(pj->fd, j->path, j->rec_len ? j->rec : NULL, j->rec_len, j->ours, j->same);
+      pj->result = v >= 0 ? v : v - XL_VERIFY_FAILED;
+    }
+    if (atomic_load(&pj->cancelled)) {
+      set_lock(pj->fd, XL_UNLOCK | (pj->type & XL_FLOCK), 0);
+      pj->result = -ECANCELED;
+    }
   }
   napi_call_threadsafe_function(es->tsfn, j, napi_tsfn_nonblocking);
   atomic_fetch_sub(&es->in_flight, 1);
@@ -202,15 +211,4 @@ napi_value js_cancel(napi_env env, napi_callback_info info) {
 napi_value js_trim(napi_env env, napi_callback_info info) {
   (void)info;
   return make_int(env, pool_trim());
-}
-
-/* setWaitTestGap(ns): tests only (pool_set_test_gap). */
-napi_value js_test_gap(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t ns;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (!arg_int(env, argv, argc, 0, "ns", &ns)) return NULL;
-  pool_set_test_gap(ns);
-  return NULL;
 }

@@ -70,6 +70,18 @@ int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* Whether a file's first `n` bytes start like a lease backend's owner record. */
 int is_lease_record(const char *head, size_t n);
 
+/* Tests only (setWaitTestGap): pauses that widen a race's window.
+ *   XL_GAP_WAIT: between a wait's last cancel check and each blocking call
+ *     (a cancel signal landing there is lost: only its re-sending counts);
+ *   XL_GAP_CHECK: at the start of the check after a wait's grant, standing
+ *     for a check's system call that a signal fails with EINTR (FUSE);
+ *   XL_GAP_LEASE: in leaseRelease, between the check that the file is ours
+ *     and the rename that moves it aside. */
+enum { XL_GAP_WAIT = 0, XL_GAP_CHECK = 1, XL_GAP_LEASE = 2, XL_GAPS = 3 };
+/* Pauses for gap `which` when set: 0; or -EINTR when a signal cut it short
+ * and `interruptible` (else it sleeps on). */
+int test_gap(int which, int interruptible);
+
 /* A wait given a path reports a failed check after the grant as
  * -(XL_VERIFY_FAILED + errno) (wait.c). */
 #define XL_VERIFY_FAILED 0x10000
@@ -78,7 +90,6 @@ int is_lease_record(const char *head, size_t n);
 napi_value js_wait(napi_env env, napi_callback_info info);
 napi_value js_cancel(napi_env env, napi_callback_info info);
 napi_value js_trim(napi_env env, napi_callback_info info);
-napi_value js_test_gap(napi_env env, napi_callback_info info);
 
 /* lease.c: the lease backend's publish and release, one call each. */
 napi_value js_lease_publish(napi_env env, napi_callback_info info);

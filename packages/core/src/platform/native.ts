@@ -46,8 +46,13 @@ export interface NativeAddon {
   cancel(fd: number): void;
   /** Asks idle wait threads to exit now; returns how many are still running. */
   trimWaitThreads(): number;
-  /** Tests only: a pause (ns) before each blocking call, where a cancel signal gets lost. */
-  setWaitTestGap(ns: number): void;
+  /**
+   * Tests only: a pause (ns) that widens a race's window; `which` (XL_GAP_* in native/xlock.h):
+   * 0 before each blocking call of a wait (a cancel signal landing there is lost), 1 at the start
+   * of the check after a wait's grant (cut short by a signal, it fails the check with EINTR, as a
+   * filesystem may), 2 in leaseRelease between its check and its rename.
+   */
+  setWaitTestGap(ns: number, which?: 0 | 1 | 2): void;
   /**
    * Lease (lease.c): a new file holding `record` appears at `path` in one
    * step (O_TMPFILE in `dir`, then linkat). Its descriptor when `flags & 1`
