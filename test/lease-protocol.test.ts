@@ -12,13 +12,14 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { isLockError, lock, readOwner, tryLock, type FileLock } from '@x/core';
 import { hooks } from '@x/core/testing';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fixture, reapAll, start } from './helpers/child.js';
 import { bindfs } from './helpers/mounts.js';
 import { tempDir } from './helpers/tmp.js';
 import { haveTools } from './helpers/tools.js';
+import { tick } from './helpers/core-util.js';
 
 afterEach(async () => {
   hooks.leaseNoTmpfile = undefined;
@@ -139,6 +140,60 @@ describe.each([
     await held.release();
     expect(readdirSync(d.path)).toEqual([]);
   });
+});
+
+/**
+ * A lease holder (another process) whose native release pauses between its
+ * check that the file is its own and the rename that moves it aside
+ * (setLeaseReleaseTestGap): `release` on stdin makes it print `releasing`,
+ * release, then print `released` or `release-error <code>`.
+ */
+const pausingReleaser = `
+import { tryLock } from '@x/core';
+import { setLeaseReleaseTestGap } from '@x/core/testing';
+const [path, gap] = process.argv.slice(1);
+const held = await tryLock(path, { backend: 'lease', staleAfter: 3_600_000 });
+process.stdout.write('acquired\\n');
+process.stdin.once('data', async () => {
+  setLeaseReleaseTestGap(Number(gap));
+  process.stdout.write('releasing\\n');
+  try {
+    await held.release();
+    process.stdout.write('released\\n');
+  } catch (err) {
+    process.stdout.write(\`release-error \${err.code}\\n\`);
+  }
+  process.exit(0);
+});
+`;
+
+/** Resolves once the main thread of process `pid` sleeps in nanosleep (the test pause); rejects after 20 s. */
+async function sleeping(pid: number): Promise<void> {
+  for (let i = 0; i < 4000; i++) {
+    if (readFileSync(`/proc/${pid}/wchan`, 'utf8').includes('nanosleep')) return;
+    await tick(5);
+  }
+  throw new Error(`process ${pid} never reached its test pause`);
+}
+
+test("a native release whose lease file is swapped between its check and its rename puts the successor's file back and leaves nothing", async () => {
+  await using d = await tempDir();
+  const p = join(d.path, 'a.lock');
+  const old = start(process.execPath, ['--input-type=module', '-e', pausingReleaser, p, String(2_000_000_000)]);
+  expect(await old.line()).toBe('acquired');
+  old.proc.stdin!.write('release\n');
+  expect(await old.line()).toBe('releasing');
+  await sleeping(old.proc.pid!); // checked: the file is its own; the rename comes after the pause
+  // A successor's file takes the name meanwhile (a takeover's last step: a rename over it).
+  const successor = '{"v":1,"backend":"lease","pid":1,"token":"successor"}\n';
+  writeFileSync(join(d.path, 'successor.tmp'), successor);
+  const ino = lstatSync(join(d.path, 'successor.tmp')).ino;
+  renameSync(join(d.path, 'successor.tmp'), p);
+  expect(await old.line()).toBe('release-error ECOMPROMISED');
+  expect(await old.finish()).toBe(0);
+  expect(lstatSync(p).ino).toBe(ino);
+  expect(readFileSync(p, 'utf8')).toBe(successor);
+  expect(readdirSync(d.path)).toEqual(['a.lock']);
 });
 
 /**
