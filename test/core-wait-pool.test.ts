@@ -2,9 +2,10 @@
  * The kernel backend's wait machinery (docs/waiting.md): pooled native
  * threads, deadlines kept natively (no JS timer while waiting), cancels that
  * are never lost, worker threads that exit mid-wait, and threads that do not
- * outlive their use.
+ * outlive their use (their idle timeout on CLOCK_MONOTONIC, seen by strace).
  */
-import { readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
@@ -12,6 +13,7 @@ import { lock, tryLock, type FileLock } from '@x/core';
 import { setWaitTestGap, trimWaitThreads } from '@x/core/testing';
 import { pyLockf, reapAll } from './helpers/child.js';
 import { tempDir } from './helpers/tmp.js';
+import { haveTools } from './helpers/tools.js';
 import { exited, holdMany, lockErrorOf, lockWorker, rejectionOf, tick, timerProbe, track, within } from './helpers/core-util.js';
 
 const kernel = { backend: 'kernel' } as const;
@@ -144,4 +146,57 @@ test('wait threads are reused, and none is left once idle (nor after waits from 
   expect(await pyBusy(paths[0]!)).toBe(true);
   await held.release();
   expect(await baseline()).toBe(base);
+});
+
+/**
+ * One wait on a pool thread, then that thread left idle until it exits (the
+ * process's thread count back to where it was): the idle timeout's wait is
+ * what strace records.
+ */
+const waitThenIdle = `
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { lock, tryLock } from '@x/core';
+const tick = () => new Promise((r) => setTimeout(r, 5));
+const threads = () => readdirSync('/proc/self/task').length;
+const p = process.argv[1];
+const base = threads();
+const held = await tryLock(p, { backend: 'kernel' });
+const waiting = lock(p, { backend: 'kernel' });
+const ino = statSync(p).ino;
+while (!readFileSync('/proc/locks', 'utf8').split('\\n').some((l) => l.includes('->') && l.includes(':' + ino + ' '))) await tick();
+await held.release();
+await (await waiting).release();
+while (threads() > base) await tick();
+`;
+
+test.runIf(haveTools('strace'))('an idle wait thread times out on CLOCK_MONOTONIC, not the wall clock', async () => {
+  await using d = await tempDir();
+  const log = join(d.path, 'strace.log');
+  const r = spawnSync(
+    'strace',
+    [
+      '-f',
+      '-qq',
+      '-e',
+      'trace=fcntl,futex',
+      '-o',
+      log,
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      waitThenIdle,
+      join(d.path, 'x.lock'),
+    ],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  expect(r.status, r.stderr).toBe(0);
+  const lines = readFileSync(log, 'utf8').split('\n');
+  // The pool thread: the one that blocked in F_OFD_SETLKW.
+  const tid = lines.find((l) => l.includes('F_OFD_SETLKW'))?.split(/\s+/)[0];
+  expect(tid).toBeDefined();
+  const timed = lines.filter(
+    (l) => l.startsWith(`${tid} `) && /^\d+\s+futex\(/.test(l) && l.includes('FUTEX_WAIT_BITSET') && l.includes('tv_sec'),
+  );
+  expect(timed.length).toBeGreaterThan(0);
+  expect(timed.filter((l) => l.includes('FUTEX_CLOCK_REALTIME'))).toEqual([]);
 });
