@@ -5,7 +5,7 @@
 // entries held by this process, then prints "ready {lockPrefix, dirPrefix}"
 // and holds the live ones until stdin reaches EOF.
 //
-// Entry names: SPEC 4.2 says `lock-<id>` + `<id>`. When @x/staging has a
+// Entry names: docs/contract.md 4.2 says `lock-<id>` + `<id>`. When @x/staging has a
 // StagingArea, the naming is learnt from one `area.create()` instead (so the
 // benchmark follows the implementation), and live entries are made with
 // `area.create()`; otherwise live entries are `tryLockPath` + mkdir.
@@ -32,7 +32,7 @@ async function learn(area) {
   const n = lockName ? commonSuffix(lockName, dirName) : 0;
   if (n < 6) {
     process.stderr.write(
-      `mktree: cannot learn the entry naming from '${lockName}' / '${dirName}'; using SPEC's lock-<id> / <id>\n`,
+      `mktree: cannot learn the entry naming from '${lockName}' / '${dirName}'; using docs/contract.md's lock-<id> / <id>\n`,
     );
     return { lockPrefix: 'lock-', dirPrefix: '' };
   }

@@ -41,7 +41,7 @@ export async function run(ctx) {
   // BENCH_RECOVER_PEERS=1 runs the reference rows without ours (to test the harness).
   const peersOnly = process.env.BENCH_RECOVER_PEERS === '1';
   if (typeof staging.StagingArea !== 'function' && !peersOnly) {
-    return { id, title, skipped: '@x/staging has no StagingArea export yet (SPEC 4.2)', rows: [] };
+    return { id, title, skipped: '@x/staging has no StagingArea export yet (docs/contract.md 4.2)', rows: [] };
   }
   const methods = typeof staging.StagingArea === 'function' ? METHODS : METHODS.filter((m) => m.method !== 'ours');
   const dir = join(ctx.dir, 'recover');

@@ -247,7 +247,7 @@ static void stamp_record(char *data, size_t len, size_t same) {
 }
 
 /* After a lock is granted: is the locked inode still linked and still the
- * one at `path`? The unlink race (SPEC 3.3 item 2) hinges on this check.
+ * one at `path`? The unlink race (docs/contract.md 3.3 item 2) hinges on this check.
  * Returns 0 | 1 (not the linked inode at path) | 2 (a lease file: nothing
  * written, the caller judges the lease) | 3 (foreign content: nothing
  * written) | -errno. When it is and a record is given (`data`, `len`), the
