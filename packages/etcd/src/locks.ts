@@ -218,10 +218,10 @@ export class EtcdLocks {
       let synced = false;
       let gap = false;
       const resync = () => {
-        turn.unsync();
+        const read = turn.unsync();
         this.#gw.range(base, k).then(
-          (now) => turn.sync(now.kvs, now.revision),
-          (err: unknown) => turn.fail(err as Error),
+          (now) => turn.resync(read, now),
+          (err: unknown) => turn.resync(read, err as Error),
         );
       };
       unlisten = lease.listen(base, (d) => {

@@ -24,6 +24,8 @@ export class Turn {
   #buffered: DeleteEvent[] = [];
   #outcome: { error?: Error } | undefined;
   #settle: ((outcome: { error?: Error }) => void) | undefined;
+  /** How many re-reads were started (the number of the latest). */
+  #reads = 0;
 
   constructor(key: string) {
     this.#key = key;
@@ -61,9 +63,27 @@ export class Turn {
     if (older.size === 0) this.#finish({});
   }
 
-  /** Some deletions may have been missed: hold what we hear until the next {@link sync}. */
-  unsync(): void {
+  /**
+   * Some deletions may have been missed: a re-read starts. What we hear is
+   * held until the answer of the latest re-read ({@link resync}). Returns
+   * this re-read's number.
+   */
+  unsync(): number {
     if (this.#revision > 0n) this.#older = undefined;
+    return ++this.#reads;
+  }
+
+  /**
+   * The answer of re-read `read` (what exists under the name at `at`, or
+   * why the read failed). Only the latest re-read's answer applies: an
+   * earlier one that lands after a later one started is stale (applying it
+   * would bring back keys whose deletions were already heard, or end the
+   * holding of deletions the later answer needs), so it is dropped.
+   */
+  resync(read: number, answer: { kvs: KeyValue[]; revision: bigint } | Error): void {
+    if (read !== this.#reads) return;
+    if (answer instanceof Error) this.fail(answer);
+    else this.sync(answer.kvs, answer.revision);
   }
 
   /** The wait failed (a re-read failed, the session was lost). */
