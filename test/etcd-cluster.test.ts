@@ -101,3 +101,40 @@ test.runIf(haveTools('etcd', 'etcdctl'))(
   },
   60_000,
 );
+
+test.runIf(haveTools('etcd'))(
+  'a waiter whose session watch is on a member that stops answering (SIGSTOP) reopens it elsewhere and hears the release',
+  async () => {
+    await using etcd = await startEtcd(3);
+    // The waiter's session (lease, watch) starts on member 0; the holder talks to the others.
+    const waiter = await EtcdLocks.connect({ endpoints: etcd.endpoints, prefix: '/stop/', ttl: 5, requestTimeout: 1000 });
+    const holder = await EtcdLocks.connect({
+      endpoints: etcd.endpoints.slice(1),
+      prefix: '/stop/',
+      ttl: 30,
+      requestTimeout: 1000,
+    });
+    try {
+      const held = await holder.tryLock('s');
+      // Without a working watch the wait would end ETIMEDOUT: the bound is
+      // the lock's timeout, far above the watch's idle bound (5 s, the TTL).
+      const waiting = waiter.lock('s', { timeout: 25_000 });
+      waiting.catch(() => undefined); // awaited below; never an unhandled rejection if the test fails first
+      while ((await holder.list('s'))[0]?.waiting !== 1) await new Promise((r) => setTimeout(r, 20));
+      etcd.pause(0); // its connections stay open: no reset, no end of stream, just silence
+      try {
+        await cycle(holder, 'elected'); // the others have a leader (member 0 may have been it)
+        await held.release();
+        const mine = await waiting;
+        expect(mine.fencingToken).toBeGreaterThan(held.fencingToken);
+        await mine.release();
+      } finally {
+        etcd.resume(0);
+      }
+    } finally {
+      await waiter.close().catch(() => undefined);
+      await holder.close().catch(() => undefined);
+    }
+  },
+  60_000,
+);

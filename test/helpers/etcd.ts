@@ -60,6 +60,10 @@ export interface EtcdCluster {
   tls: EtcdTls | undefined;
   /** SIGKILLs member `i` and waits for it to exit. */
   kill(i: number): Promise<void>;
+  /** SIGSTOPs member `i`: it keeps its connections but answers nothing (a hung host). */
+  pause(i: number): void;
+  /** SIGCONTs member `i`. */
+  resume(i: number): void;
   /** Restarts member `i` (same data directory); resolves when it serves again. */
   restart(i: number): Promise<void>;
   /** Runs etcdctl against the cluster; resolves its stdout. */
@@ -212,6 +216,12 @@ export async function startEtcd(size: 1 | 3 = 1, options: { tls?: boolean } = {}
     tls: certs?.client,
     async kill(i) {
       await stop(members[i]!.proc);
+    },
+    pause(i) {
+      members[i]!.proc?.kill('SIGSTOP');
+    },
+    resume(i) {
+      members[i]!.proc?.kill('SIGCONT');
     },
     async restart(i) {
       const m = members[i]!;

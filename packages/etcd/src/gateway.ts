@@ -33,10 +33,15 @@ export interface WatchMessage {
   /** Set when etcd cancelled the watch: the start revision was compacted away. */
   compactRevision?: bigint;
   canceled: boolean;
+  /** A progress notification: no event, and every event up to `revision` has been sent. */
+  progress: boolean;
   deletes: DeleteEvent[];
 }
 
 type Json = Record<string, unknown>;
+
+/** Idle time before the kernel probes a watch's connection (ms). */
+const KEEPALIVE_MS = 1000;
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 const unb64 = (s: unknown): string => (typeof s === 'string' ? Buffer.from(s, 'base64').toString('utf8') : '');
@@ -128,6 +133,11 @@ export class Gateway {
   /** The prefix of error messages: names the cluster. */
   readonly where: string;
 
+  /** Every request's deadline (ms). */
+  get requestTimeout(): number {
+    return this.#timeout;
+  }
+
   constructor(endpoints: string[], requestTimeout: number, tls?: TlsOptions) {
     this.#endpoints = endpoints.map((e) => new URL(e));
     this.#timeout = requestTimeout;
@@ -155,7 +165,7 @@ export class Gateway {
    * Sends `body` to endpoint `index`; the request goes out in one write
    * (headers and body).
    */
-  #send(index: number, method: string, body: string): http.ClientRequest {
+  #send(index: number, method: string, body: string, headers?: http.OutgoingHttpHeaders): http.ClientRequest {
     const url = this.#endpoints[index]!;
     const req = this.#request({
       protocol: url.protocol,
@@ -164,7 +174,7 @@ export class Gateway {
       path: `${url.pathname.replace(/\/$/, '')}/v3/${method}`,
       method: 'POST',
       agent: this.#agent,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers },
     });
     req.end(body);
     return req;
@@ -286,32 +296,51 @@ export class Gateway {
    * failure): `onMessage` gets each message of the stream as its line
    * arrives, `onEnd` once, when the stream breaks or ends (never after
    * `close()`). The caller resumes from the last revision it saw.
+   *
+   * The watch requires a leader (etcd ends it when its member loses the
+   * leader, and refuses to open it on a member without one) and asks for
+   * progress notifications; a stream silent for `idleMs` (no event, no
+   * progress: a stopped or cut-off member) ends too, so that the caller
+   * reopens it elsewhere. See docs/etcd-protocol.md ("One watch per session").
    */
   watch(
     prefix: string,
     start: bigint,
     path: string,
+    idleMs: number,
     onMessage: (m: WatchMessage) => void,
     onEnd: (err: LockError) => void,
   ): WatchStream {
     const body = JSON.stringify({
-      create_request: { key: b64(prefix), range_end: rangeEnd64(prefix), start_revision: start.toString(), filters: ['NOPUT'] },
+      create_request: {
+        key: b64(prefix),
+        range_end: rangeEnd64(prefix),
+        start_revision: start.toString(),
+        filters: ['NOPUT'],
+        progress_notify: true,
+      },
     });
     const index = this.#current;
     let closed = false;
     let referenced = false;
     let socket: import('node:net').Socket | undefined;
+    // Re-armed by every line; never keeps the process alive (the socket does, while referenced).
+    const idle = setTimeout(() => end(new Error(`the watch was silent for ${idleMs} ms`)), idleMs).unref();
     const end = (err: unknown) => {
       if (closed) return;
       closed = true;
+      clearTimeout(idle);
       req.destroy();
       // Try the next endpoint next time, unless this one answered the last request.
       if (this.#current === index) this.#current = (index + 1) % this.#endpoints.length;
       onEnd(err instanceof LockError ? err : this.unavailable(path, 'watch', err));
     };
-    const req = this.#send(index, 'watch', body);
+    // The gateway passes Grpc-Metadata-* headers on as gRPC metadata: `hasleader` is etcd's "require a leader".
+    const req = this.#send(index, 'watch', body, { 'grpc-metadata-hasleader': 'true' });
     req.once('socket', (s) => {
       socket = s;
+      // A host that is gone (no reset) is noticed by the kernel's probes too, not only by the idle bound.
+      s.setKeepAlive(true, KEEPALIVE_MS);
       if (!referenced) s.unref();
     });
     req.once('error', end);
@@ -321,6 +350,7 @@ export class Gateway {
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         buffered += chunk;
+        idle.refresh();
         let nl: number;
         while (!closed && (nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl).trim();
@@ -341,6 +371,7 @@ export class Gateway {
     return {
       close: () => {
         closed = true;
+        clearTimeout(idle);
         req.destroy();
       },
       ref: (on) => {
@@ -366,6 +397,7 @@ function parseWatch(line: string, path: string, gw: Gateway): WatchMessage {
     revision: big((result.header as Json | undefined)?.revision),
     created: result.created === true,
     canceled: result.canceled === true,
+    progress: result.created !== true && result.canceled !== true && events.length === 0,
     deletes: events
       .filter((e) => e.type === 'DELETE')
       .map((e) => ({ key: unb64((e.kv as Json).key), revision: big((e.kv as Json).mod_revision) })),

@@ -63,7 +63,9 @@ export class Lease {
     this.#arm(grant.sentAt);
     this.#keepTimer = setInterval(() => void this.#keepAlive(), (grant.ttl * 1000) / 3);
     this.#keepTimer.unref();
-    this.#watch = new DeleteWatch(gw, prefix, grant.revision + 1n, prefix, {
+    // A watch silent for a TTL (and twice a request's deadline) is reopened elsewhere: see docs/etcd-protocol.md.
+    const idleMs = Math.max(grant.ttl * 1000, 2 * gw.requestTimeout);
+    this.#watch = new DeleteWatch(gw, prefix, grant.revision + 1n, prefix, idleMs, {
       deleted: (d) => this.#deleted(d),
       gap: () => {
         void this.#checkHeld();

@@ -4,7 +4,10 @@
  * resumes from the last revision seen when it breaks. The session hands
  * each deletion to whoever cares (a held lock whose key someone deleted, a
  * waiter whose older keys go), so no lock() sets up or tears down a stream
- * of its own. See docs/etcd-protocol.md ("One watch per session").
+ * of its own. A stream that stays silent past a bound (a stopped member, a
+ * cut-off host; etcd ends it itself when its member loses the leader) is
+ * reopened on the next endpoint. See docs/etcd-protocol.md ("One watch per
+ * session").
  */
 import type { DeleteEvent, Gateway, WatchMessage, WatchStream } from './gateway.js';
 
@@ -25,6 +28,8 @@ export class DeleteWatch {
   readonly #prefix: string;
   readonly #path: string;
   readonly #h: WatchHandlers;
+  /** How long the stream may stay silent before it counts as broken (ms). */
+  readonly #idleMs: number;
   /** The revision to (re)start from: one past the last deletion seen. */
   #next: bigint;
   #stream: WatchStream | undefined;
@@ -33,8 +38,10 @@ export class DeleteWatch {
   #refs = 0;
   #closed = false;
 
-  constructor(gw: Gateway, prefix: string, start: bigint, path: string, handlers: WatchHandlers) {
+  /** @param idleMs - how long the stream may stay silent (no event, no progress notification) before it is reopened */
+  constructor(gw: Gateway, prefix: string, start: bigint, path: string, idleMs: number, handlers: WatchHandlers) {
     this.#gw = gw;
+    this.#idleMs = idleMs;
     this.#prefix = prefix;
     this.#path = path;
     this.#h = handlers;
@@ -49,6 +56,7 @@ export class DeleteWatch {
       this.#prefix,
       this.#next,
       this.#path,
+      this.#idleMs,
       (m) => this.#message(m),
       () => this.#broken(),
     );
@@ -70,6 +78,9 @@ export class DeleteWatch {
       return;
     }
     this.#retry = 0;
+    // A progress notification: every deletion up to its revision has
+    // reached us, so a reopen can start after it.
+    if (m.progress && m.revision >= this.#next) this.#next = m.revision + 1n;
     for (const d of m.deletes) {
       this.#next = d.revision + 1n;
       this.#h.deleted(d);
