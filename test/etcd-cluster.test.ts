@@ -3,11 +3,14 @@
  * goes on; two killed (no quorum), new acquisitions fail EUNAVAILABLE and
  * holders' signals abort ECOMPROMISED within the TTL; members restarted,
  * locking resumes. A waiter whose watch missed a release that etcd then
- * compacted away re-reads its queue and gets its turn.
+ * compacted away re-reads its queue and gets its turn. A waiter whose
+ * watch's member stops answering hears the release through another one; a
+ * watch on a member without a leader fails (the watch requires a leader).
  */
 import { afterEach, expect, test } from 'vitest';
 import { isLockError } from '@x/core';
 import { EtcdLocks, type EtcdLock } from '@x/etcd';
+import { Gateway, type WatchMessage } from '../packages/etcd/src/gateway.js';
 import { reapAll } from './helpers/child.js';
 import { rejectionOf, within } from './helpers/core-util.js';
 import { startEtcd } from './helpers/etcd.js';
@@ -137,4 +140,35 @@ test.runIf(haveTools('etcd'))(
     }
   },
   60_000,
+);
+
+test.runIf(haveTools('etcd'))(
+  'the session watch requires a leader: it ends when its member loses the leader, and cannot open on a member without one',
+  async () => {
+    await using etcd = await startEtcd(3);
+    const gw = new Gateway([etcd.endpoints[0]!], 1000);
+    /** The first thing a watch on member 0 reports: a message, or its end. */
+    const first = () =>
+      new Promise<WatchMessage | Error>((resolve) => {
+        const stream = gw.watch('/leader/', 1n, '/leader/', 60_000, resolve, resolve);
+        streams.push(stream);
+      });
+    const streams: { close(): void }[] = [];
+    try {
+      const created = await first();
+      expect((created as WatchMessage).created).toBe(true);
+      // Ended by etcd (~3 election timeouts after the leader is gone); without
+      // a leader requirement it would stay open and end only when silent for 30 s.
+      const ended = new Promise<Error>((resolve) =>
+        streams.push(gw.watch('/leader/', 1n, '/leader/', 30_000, () => undefined, resolve)),
+      );
+      await Promise.all([etcd.kill(1), etcd.kill(2)]);
+      // etcd notices the lost leader after a few election timeouts and ends the stream.
+      expect(String(await ended)).toMatch(/no leader/);
+      expect(String(await first())).toMatch(/no leader/);
+    } finally {
+      for (const s of streams) s.close();
+      gw.close();
+    }
+  },
 );

@@ -345,7 +345,21 @@ export class Gateway {
     });
     req.once('error', end);
     req.once('response', (res) => {
-      if ((res.statusCode ?? 0) >= 300) return end(new Error(`HTTP ${res.statusCode}`));
+      const status = res.statusCode ?? 0;
+      // One JSON message a line. An error (an error status, or etcd ending
+      // the watch: "no leader") is a line of its own, maybe without a newline.
+      const take = (text: string) => {
+        const line = text.trim();
+        if (!line || closed) return;
+        let m: WatchMessage;
+        try {
+          m = parseWatch(line, path, this);
+        } catch (err) {
+          return end(err);
+        }
+        if (status >= 300) return end(new Error(`HTTP ${status}`));
+        onMessage(m);
+      };
       let buffered = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
@@ -353,20 +367,16 @@ export class Gateway {
         idle.refresh();
         let nl: number;
         while (!closed && (nl = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, nl).trim();
+          const line = buffered.slice(0, nl);
           buffered = buffered.slice(nl + 1);
-          if (!line) continue;
-          let m: WatchMessage;
-          try {
-            m = parseWatch(line, path, this);
-          } catch (err) {
-            return end(err);
-          }
-          onMessage(m);
+          take(line);
         }
       });
       res.once('error', end);
-      res.once('end', () => end(new Error('the watch stream ended')));
+      res.once('end', () => {
+        take(buffered);
+        end(new Error(status >= 300 ? `HTTP ${status}` : 'the watch stream ended'));
+      });
     });
     return {
       close: () => {
