@@ -5,6 +5,7 @@
  * without the post-wait check the JS side now relies on (docs/waiting.md).
  */
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
@@ -17,7 +18,11 @@ const core = join(repoRoot, 'packages/core');
 /** Compiles the addon's sources as another version would have them: `-DXLOCK_ABI=<abi>`. */
 function buildAddon(file: string, abi: number): void {
   const headers = join(createRequire(join(core, 'package.json')).resolve('node-api-headers/package.json'), '../include');
-  const sources = ['xlock.c', 'pool.c', 'wait.c', 'pidwatch.c', 'lease.c'].map((f) => join(core, 'native', f));
+  // Every C file of the addon, so that a new one is never forgotten here.
+  const native = join(core, 'native');
+  const sources = readdirSync(native)
+    .filter((f) => f.endsWith('.c'))
+    .map((f) => join(native, f));
   const r = spawnSync(
     'cc',
     ['-std=gnu11', '-O0', '-fPIC', '-shared', '-pthread', `-DXLOCK_ABI=${abi}`, `-I${headers}`, '-o', file, ...sources],
