@@ -180,33 +180,44 @@ export async function startEtcd(size: 1 | 3 = 1, options: { tls?: boolean } = {}
     await rm(base, { recursive: true, force: true });
     throw err;
   }
-  const members: Member[] = [];
-  for (let i = 0; i < size; i++) {
-    members.push({
-      name: `m${i}`,
-      client: `${certs ? 'https' : 'http'}://127.0.0.1:${await freePort()}`,
-      peer: `http://127.0.0.1:${await freePort()}`,
-      dir: join(base, `m${i}`),
-      proc: undefined,
-    });
-  }
-  const cluster = members.map((m) => `${m.name}=${m.peer}`).join(',');
+  let members: Member[] = [];
   const dispose = async () => {
     await Promise.all(members.map((m) => stop(m.proc)));
     await rm(base, { recursive: true, force: true });
   };
-  try {
-    await Promise.all(
-      members.map((m) => {
-        const { proc, ready } = launch(m, cluster, 'new', certs?.server ?? []);
-        m.proc = proc;
-        return ready;
-      }),
-    );
-  } catch (err) {
-    await dispose();
-    throw err;
+  // freePort() lets the port go before etcd binds it: another process may
+  // take it meanwhile ("address already in use"). Start over on new ports.
+  for (let attempt = 1; ; attempt++) {
+    members = [];
+    for (let i = 0; i < size; i++) {
+      members.push({
+        name: `m${i}`,
+        client: `${certs ? 'https' : 'http'}://127.0.0.1:${await freePort()}`,
+        peer: `http://127.0.0.1:${await freePort()}`,
+        dir: join(base, `a${attempt}`, `m${i}`),
+        proc: undefined,
+      });
+    }
+    const cluster = members.map((m) => `${m.name}=${m.peer}`).join(',');
+    try {
+      await Promise.all(
+        members.map((m) => {
+          const { proc, ready } = launch(m, cluster, 'new', certs?.server ?? []);
+          m.proc = proc;
+          return ready;
+        }),
+      );
+      break;
+    } catch (err) {
+      if (attempt < 3 && String(err).includes('address already in use')) {
+        await Promise.all(members.map((m) => stop(m.proc)));
+        continue;
+      }
+      await dispose();
+      throw err;
+    }
   }
+  const cluster = members.map((m) => `${m.name}=${m.peer}`).join(',');
   const endpoints = members.map((m) => m.client);
   const ctlTls = certs
     ? [`--cacert=${certs.client.files.ca}`, `--cert=${certs.client.files.cert}`, `--key=${certs.client.files.key}`]
