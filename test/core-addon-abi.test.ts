@@ -46,17 +46,22 @@ try {
 console.log(JSON.stringify({ ...kernelLocks, auto }));
 `;
 
+/** Runs the probe in a child process whose addon is `addon` (XLOCK_ADDON). */
+function probeWith(addon: string, lockPath: string) {
+  return spawnSync(process.execPath, ['--input-type=module', '-e', probe, lockPath], {
+    cwd: repoRoot,
+    env: { ...process.env, XLOCK_ADDON: addon },
+    encoding: 'utf8',
+  });
+}
+
 test.runIf(haveTools('cc'))(
   'an addon from another version (XLOCK_ADDON) is not loaded: the reason says so, and auto rejects ENOTSUP',
   async () => {
     await using d = await tempDir();
     const old = join(d.path, 'xlock-old.node');
     buildAddon(old, 1);
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe, join(d.path, 'a.lock')], {
-      cwd: repoRoot,
-      env: { ...process.env, XLOCK_ADDON: old },
-      encoding: 'utf8',
-    });
+    const r = probeWith(old, join(d.path, 'a.lock'));
     expect(r.status, output(r)).toBe(0);
     const seen = JSON.parse(r.stdout) as { available: boolean; kind: unknown; reason: string; auto: string };
     expect(seen.available).toBe(false);
@@ -69,11 +74,7 @@ test.runIf(haveTools('cc'))(
     // The same sources with the current ABI load: the refusal is about the version only.
     const current = join(d.path, 'xlock-current.node');
     buildAddon(current, 2);
-    const ok = spawnSync(process.execPath, ['--input-type=module', '-e', probe, join(d.path, 'b.lock')], {
-      cwd: repoRoot,
-      env: { ...process.env, XLOCK_ADDON: current },
-      encoding: 'utf8',
-    });
+    const ok = probeWith(current, join(d.path, 'b.lock'));
     expect(ok.status, output(ok)).toBe(0);
     expect(JSON.parse(ok.stdout)).toMatchObject({ available: true, file: current, auto: 'locked' });
   },

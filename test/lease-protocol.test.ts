@@ -19,7 +19,7 @@ import { fixture, reapAll, start } from './helpers/child.js';
 import { bindfs } from './helpers/mounts.js';
 import { tempDir } from './helpers/tmp.js';
 import { haveTools } from './helpers/tools.js';
-import { tick } from './helpers/core-util.js';
+import { takeoverBarrier, tick } from './helpers/core-util.js';
 
 afterEach(async () => {
   hooks.leaseNoTmpfile = undefined;
@@ -95,13 +95,7 @@ describe.each(ways)('published through %s', (_way, way) => {
     dead.proc.kill('SIGKILL');
     await dead.reap();
     const n = 6;
-    let arrived = 0;
-    let open!: () => void;
-    const barrier = new Promise<void>((r) => (open = r));
-    hooks.beforeTakeover = async () => {
-      if (++arrived === n) open();
-      await barrier;
-    };
+    takeoverBarrier(n);
     const results = await Promise.allSettled(Array.from({ length: n }, () => tryLock(p, { backend: 'lease' })));
     const won = results.filter((r): r is PromiseFulfilledResult<FileLock> => r.status === 'fulfilled');
     expect(won).toHaveLength(1);

@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fixture, holder, reapAll, start } from './helpers/child.js';
 import { tempDir } from './helpers/tmp.js';
+import { takeoverBarrier } from './helpers/core-util.js';
 
 afterEach(async () => {
   hooks.beforeTakeover = undefined;
@@ -157,18 +158,12 @@ describe('lease backend', () => {
     const p = join(d.path, 'a.lock');
     await staleLease(p);
     const n = 8;
-    let arrived = 0;
-    let open!: () => void;
-    const barrier = new Promise<void>((r) => (open = r));
     // Every contender has judged the lease stale before any of them claims it.
-    hooks.beforeTakeover = async () => {
-      if (++arrived === n) open();
-      await barrier;
-    };
+    const barrier = takeoverBarrier(n);
     const results = await Promise.allSettled(Array.from({ length: n }, () => tryLock(p, { backend: 'lease' })));
     hooks.beforeTakeover = undefined;
     const won = results.filter((r) => r.status === 'fulfilled');
-    expect(arrived).toBe(n);
+    expect(barrier.arrived()).toBe(n);
     expect(won).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect(isLockError(r.reason, 'ELOCKED')).toBe(true);
     await (won[0] as PromiseFulfilledResult<FileLock>).value.release();

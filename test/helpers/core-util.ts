@@ -10,6 +10,7 @@ import { getEventListeners, once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { expect } from 'vitest';
 import { LockError } from '@x/core';
+import { hooks } from '@x/core/testing';
 import { fixture, start, type Child } from './child.js';
 
 /** Whether a promise has settled yet; attaching it also marks the promise handled. */
@@ -166,4 +167,20 @@ export async function workerTry(path: string, options?: object): Promise<string>
   const code = await within(w.next(), 10_000, 'worker tryLock');
   await within(w.exited, 10_000, 'worker exit');
   return code;
+}
+
+/**
+ * Holds every lease taker at `hooks.beforeTakeover` until `n` of them have
+ * judged the lease stale, then lets them all go at once: N contenders racing
+ * for one takeover. `arrived()` says how many got there.
+ */
+export function takeoverBarrier(n: number): { arrived: () => number } {
+  let arrived = 0;
+  let open!: () => void;
+  const barrier = new Promise<void>((r) => (open = r));
+  hooks.beforeTakeover = async () => {
+    if (++arrived === n) open();
+    await barrier;
+  };
+  return { arrived: () => arrived };
 }
