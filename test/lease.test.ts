@@ -95,8 +95,10 @@ describe('lease backend', () => {
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');
     const holder = await leaseHolder(p);
+    const napping = new Promise<void>((resolve) => (hooks.leaseNap = () => resolve()));
     const waiting = lock(p, { backend: 'lease', pollInterval: 60_000, timeout: 20_000 });
-    await new Promise((r) => setTimeout(r, 20)); // let the waiter start its nap
+    await napping; // the waiter found it held and waits for its next look
+    hooks.leaseNap = undefined;
     holder.proc.kill('SIGKILL');
     const held = await waiting; // a 60 s poll would time out: the pid probe wakes it
     expect((await readOwner(p))?.pid).toBe(process.pid);

@@ -12,6 +12,8 @@ export interface TestHooks {
    * (synchronous: the creation path never yields).
    */
   afterCreate?: ((hidden: string) => void) | undefined;
+  /** Lease: a waiter found the lease held and starts to wait for its next look (synchronous). */
+  leaseNap?: ((path: string) => void) | undefined;
   /** Lease: after a lease was judged stale, before it is claimed by rename. */
   beforeTakeover?: ((path: string) => void | Promise<void>) | undefined;
   /**

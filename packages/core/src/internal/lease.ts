@@ -207,6 +207,7 @@ export async function acquireLease(
               // no inotify (limits, NFS): polling alone
             }
           }
+          hooks.leaseNap?.(path);
           await nap(o.pollInterval, signal, wake, localPid(seen.owner));
           continue;
         }
