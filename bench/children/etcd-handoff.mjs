@@ -7,8 +7,8 @@
 //   release      note the time, release -> "rel <hrtime ns> <release duration ns>"
 //   cycle <n>    n x (tryLock + release) uncontended -> "cycle <ms>,<ms>,..."
 //   lcycle <n>   n x (lock + release) uncontended -> "lcycle <ms>,..."
-import { createInterface } from 'node:readline';
 import { EtcdLocks } from '@x/etcd';
+import { serveCommands } from '../lib/commands.mjs';
 
 const [endpoints, prefix, name, ttl] = process.argv.slice(2);
 const locks = await EtcdLocks.connect({ endpoints, prefix, ttl: Number(ttl ?? 10) });
@@ -51,18 +51,7 @@ const commands = {
   },
 };
 
-let chain = Promise.resolve();
-createInterface({ input: process.stdin }).on('line', (line) => {
-  const [cmd, ...args] = line.split(' ');
-  chain = chain.then(() => commands[cmd](...args));
-  chain.catch((err) => {
-    console.error(err);
-    process.exit(3);
-  });
+serveCommands(commands, async () => {
+  await held?.release();
+  await locks.close();
 });
-process.stdin.on('end', () =>
-  chain
-    .then(() => held?.release())
-    .then(() => locks.close())
-    .then(() => process.exit(0)),
-);

@@ -7,8 +7,8 @@
 //   release <ms> sleep <ms>, note the time, release -> "rel <hrtime ns>"
 // Times are process.hrtime.bigint(): CLOCK_MONOTONIC, comparable across
 // processes. Methods: see lib/peers.mjs `waiting` (ours, fsnx, plf).
-import { createInterface } from 'node:readline';
 import { waiting } from '../lib/peers.mjs';
+import { serveCommands } from '../lib/commands.mjs';
 
 const [method, path, json] = process.argv.slice(2);
 const options = json ? JSON.parse(json) : undefined;
@@ -41,14 +41,4 @@ const commands = {
   },
 };
 
-// Commands run one after another, in arrival order.
-let chain = Promise.resolve();
-createInterface({ input: process.stdin }).on('line', (line) => {
-  const [cmd, ...args] = line.split(' ');
-  chain = chain.then(() => commands[cmd](...args));
-  chain.catch((err) => {
-    console.error(err);
-    process.exit(3);
-  });
-});
-process.stdin.on('end', () => chain.then(() => release?.()).then(() => process.exit(0)));
+serveCommands(commands, () => release?.());

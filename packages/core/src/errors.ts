@@ -106,7 +106,8 @@ export function lockedError(path: string, owner: LockOwner | null | undefined): 
   const tail = details.length > 0 ? ` (${details.join(', ')})` : '';
   let who: string;
   if (!owner?.pid) who = 'is locked by another holder';
-  else if (holderLiveness(owner) === 'self') who = 'is held by this process';
+  // Only our own pid can be this process: no probe of anyone else's.
+  else if (owner.pid === process.pid && holderLiveness(owner) === 'self') who = 'is held by this process';
   else who = `is locked by pid ${owner.pid}${owner.hostname ? ` on ${owner.hostname}` : ''}`;
   return new LockError('ELOCKED', path, `'${path}' ${who}${tail}`, { owner });
 }

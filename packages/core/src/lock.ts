@@ -97,37 +97,38 @@ function acquire(path: unknown, options: unknown, wait: boolean): Promise<FileLo
   return acquireSlow(abs, o, backend, pid, wait);
 }
 
-function kernelLock(abs: string, held: KernelHeld, o: Checked): FileLock {
+function kernelLock(abs: string, held: KernelHeld, o: Checked, kind: 'kernel' | 'flock' = 'kernel'): FileLock {
   // Another program's lock file is never deleted (docs/interop.md).
-  return new FileLock(token, abs, { kind: 'kernel', fd: held.fd, remove: (o.removeOnRelease ?? false) && !held.foreign }, o);
+  return new FileLock(token, abs, { kind, fd: held.fd, remove: (o.removeOnRelease ?? false) && !held.foreign }, o);
 }
 
 /** The fast path's wait: this call is now first in this process's queue for `abs`. */
 function afterWait(abs: string, o: Checked, pid: number, busy: KernelBusy): Promise<FileLock> {
   const turn = enqueue(abs);
   const scope = new WaitScope(o, abs);
+  const done = () => {
+    turn.done();
+    scope.dispose();
+  };
   let waiting: Promise<number>;
   try {
     waiting = waitKernel(busy, abs, scope);
   } catch (err) {
-    // The addon could not start the wait (ENOMEM...; the descriptor is closed): pass the turn on.
-    turn.done();
-    scope.dispose();
+    done(); // the addon could not start the wait (ENOMEM...; the descriptor is closed)
     throw err;
   }
   return waiting.then((result) => {
     let held: KernelHeld | undefined;
-    let retry = false;
     try {
       held = kernelAfterWait(busy, result, abs, o, scope);
-      retry = held === undefined;
-    } finally {
-      if (!retry) {
-        turn.done();
-        scope.dispose();
-      }
+    } catch (err) {
+      done();
+      throw err;
     }
-    return held ? kernelLock(abs, held, o) : acquireSlow(abs, o, 'kernel', pid, true, scope, turn);
+    // Replaced while we waited, or a lease file: the general path decides, keeping our turn.
+    if (!held) return acquireSlow(abs, o, 'kernel', pid, true, scope, turn);
+    done();
+    return kernelLock(abs, held, o);
   });
 }
 
@@ -150,9 +151,7 @@ async function acquireSlow(
       // The record is written before we return, even after a wait: written
       // later, it would meanwhile name the previous (often dead) holder to
       // readOwner, ELOCKED, status.
-      const { fd, foreign } = await acquireKernel(abs, o, scope, o.shared ? undefined : pid);
-      // Another program's lock file is never deleted (docs/interop.md).
-      return new FileLock(token, abs, { kind: backend, fd, remove: (o.removeOnRelease ?? false) && !foreign }, o);
+      return kernelLock(abs, await acquireKernel(abs, o, scope, o.shared ? undefined : pid), o, backend);
     }
     const box: { handle?: FileLock } = {};
     const lease = await acquireLease(abs, o, pid, scope && (() => scope.signal), (err) => box.handle?.lost(err));
