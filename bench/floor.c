@@ -2,9 +2,11 @@
  * The C floor of the benchmark: the raw system-call sequences a lock cycle
  * cannot avoid, timed per operation with CLOCK_MONOTONIC.
  *
- *   floor cycle  <bare|record|full> <path> <n>
- *       bare:   open(O_CREAT|O_RDWR|O_CLOEXEC) + F_OFD_SETLK + close
- *       record: bare + pwrite(owner record) + ftruncate            (the floor)
+ *   floor cycle  <issue|bare|record|full> <path> <n>
+ *       issue:  open(O_CREAT|O_RDWR|O_CLOEXEC) + F_OFD_SETLK + fstat
+ *               + F_OFD_SETLK(F_UNLCK) + close    (the floor: issue 13's harness)
+ *       bare:   open + F_OFD_SETLK + close
+ *       record: bare + pwrite(owner record) + ftruncate
  *       full:   record + fstat + lstat (the inode re-check ours does)
  *   floor create <plain|record> <dir> <n>
  *       gap-free create: open(hidden, O_CREAT|O_EXCL) + F_OFD_SETLK
@@ -54,7 +56,12 @@ static void cycle(const char *mode, const char *path) {
   int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
   if (fd < 0) die("open", path);
   ofd_lock(fd, path);
-  if (strcmp(mode, "bare") != 0) {
+  if (strcmp(mode, "issue") == 0) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) die("fstat", path);
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0) die("F_OFD_SETLK", path);
+  } else if (strcmp(mode, "bare") != 0) {
     if (strcmp(mode, "full") == 0) {
       struct stat a, b;
       if (fstat(fd, &a) < 0) die("fstat", path);
@@ -81,7 +88,7 @@ static void create(const char *mode, const char *dir, long i) {
 
 int main(int argc, char **argv) {
   if (argc != 5) {
-    fprintf(stderr, "usage: floor cycle <bare|record|full> <path> <n> | floor create <plain|record> <dir> <n>\n");
+    fprintf(stderr, "usage: floor cycle <issue|bare|record|full> <path> <n> | floor create <plain|record> <dir> <n>\n");
     return 64;
   }
   const char *kind = argv[1], *mode = argv[2], *path = argv[3];

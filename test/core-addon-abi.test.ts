@@ -15,8 +15,8 @@ import { haveTools } from './helpers/tools.js';
 
 const core = join(repoRoot, 'packages/core');
 
-/** Compiles the addon's sources as another version would have them: `-DXLOCK_ABI=<abi>`. */
-function buildAddon(file: string, abi: number): void {
+/** Compiles the addon's sources, as another version would have them with `abi` (`-DXLOCK_ABI=<abi>`). */
+function buildAddon(file: string, abi?: number): void {
   const headers = join(createRequire(join(core, 'package.json')).resolve('node-api-headers/package.json'), '../include');
   // Every C file of the addon, so that a new one is never forgotten here.
   const native = join(core, 'native');
@@ -25,7 +25,18 @@ function buildAddon(file: string, abi: number): void {
     .map((f) => join(native, f));
   const r = spawnSync(
     'cc',
-    ['-std=gnu11', '-O0', '-fPIC', '-shared', '-pthread', `-DXLOCK_ABI=${abi}`, `-I${headers}`, '-o', file, ...sources],
+    [
+      '-std=gnu11',
+      '-O0',
+      '-fPIC',
+      '-shared',
+      '-pthread',
+      ...(abi === undefined ? [] : [`-DXLOCK_ABI=${abi}`]),
+      `-I${headers}`,
+      '-o',
+      file,
+      ...sources,
+    ],
     {
       encoding: 'utf8',
     },
@@ -67,13 +78,13 @@ test.runIf(haveTools('cc'))(
     expect(seen.available).toBe(false);
     expect(seen.kind).toBe(null);
     expect(seen.reason).toContain(`XLOCK_ADDON=${old}`);
-    expect(seen.reason).toContain('from another version of @x/core (addon ABI 1, this version needs 2)');
+    expect(seen.reason).toContain('from another version of @x/core (addon ABI 1, this version needs ');
     expect(seen.reason).toContain(`rebuild it with \`node ${join(core, 'scripts/build-native.mjs')}\``);
     expect(seen.auto).toBe('ENOTSUP');
 
     // The same sources with the current ABI load: the refusal is about the version only.
     const current = join(d.path, 'xlock-current.node');
-    buildAddon(current, 2);
+    buildAddon(current);
     const ok = probeWith(current, join(d.path, 'b.lock'));
     expect(ok.status, output(ok)).toBe(0);
     expect(JSON.parse(ok.stdout)).toMatchObject({ available: true, file: current, auto: 'locked' });

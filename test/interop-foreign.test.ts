@@ -4,14 +4,18 @@
  * our records; another program's bytes (podman's last-writer token, a pid
  * file) stay byte for byte, and removeOnRelease never deletes them. And
  * (issue 13 item 3) a holder re-taking a file whose record already names it
- * does not rewrite it.
+ * does not rewrite it, nor read it when the file's modification time still
+ * carries the tag its writer set (native/xlock.c, record_tag).
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { lock, readOwner, tryLock } from '@x/core';
 import { reapAll } from './helpers/child.js';
+import { repoRoot } from './helpers/consumer.js';
+import { haveTools } from './helpers/tools.js';
 import { tempDir } from './helpers/tmp.js';
 import { goChild, useCsHelper } from './helpers/interop.js';
 
@@ -77,6 +81,43 @@ for (const backend of ['kernel', 'flock'] as const) {
       await (await lock(p, { backend })).release();
       expect(readFileSync(p).equals(first)).toBe(true);
       expect(statSync(p).mtimeMs).toBe(firstMtime);
+    });
+
+    test('a record rewritten by another holder since our write is read and replaced, even at the same length', async () => {
+      await using d = await tempDir();
+      const p = join(d.path, 'x.lock');
+      await (await tryLock(p, { backend })).release();
+      const ours = readFileSync(p, 'utf8');
+      // Another holder's record of exactly our length (a pid of as many digits).
+      const other = ours.replace(`"pid":${process.pid},`, `"pid":${'9'.repeat(String(process.pid).length)},`);
+      expect(other).not.toBe(ours);
+      expect(other.length).toBe(ours.length);
+      writeFileSync(p, other);
+      await using _held = await tryLock(p, { backend });
+      expect((await readOwner(p))?.pid).toBe(process.pid);
+      expect(readFileSync(p, 'utf8')).not.toContain(`"pid":${'9'.repeat(String(process.pid).length)},`);
+    });
+
+    test.runIf(haveTools('strace'))('re-taking a file as we left it reads nothing (its mtime carries our tag)', async () => {
+      await using d = await tempDir();
+      const p = join(d.path, 'x.lock');
+      const log = join(d.path, 'strace.log');
+      const script = `
+import { tryLock } from '@x/core';
+for (let i = 0; i < 20; i++) await (await tryLock(process.argv[1], { backend: '${backend}' })).release();
+`;
+      const r = spawnSync(
+        'strace',
+        ['-f', '-qq', '-y', '-e', 'trace=pread64,pwrite64', '-o', log, process.execPath, '--input-type=module', '-e', script, p],
+        { encoding: 'utf8', timeout: 60_000, cwd: repoRoot },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const onLock = readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(`${p}>`));
+      // The first take writes the record into the empty file; the 19 others neither read nor write.
+      expect(onLock.filter((l) => l.includes('pwrite64(')).length).toBe(1);
+      expect(onLock.filter((l) => l.includes('pread64(')).length).toBe(0);
     });
   });
 }

@@ -13,7 +13,7 @@ import { summarize } from '../lib/stats.mjs';
 import { distributionColumns } from '../lib/table.mjs';
 
 export const id = 'cycle';
-export const FLOOR = 'C floor: open+OFD lock+record+close';
+export const FLOOR = 'C floor: open+OFD lock+fstat+unlock+close';
 export const OURS = 'ours tryLock+release (async, kernel)';
 export const LEASE = 'ours tryLock+release (async, lease)';
 export const PLF = 'proper-lockfile lock+unlock (async)';
@@ -40,7 +40,10 @@ export async function run(ctx) {
   const p = (name) => join(dir, name);
   const notes = [];
   const cases = [
-    floorCase(FLOOR, ctx.floorBin, (n) => ['cycle', 'record', p('c-record.lock'), n]),
+    floorCase(FLOOR, ctx.floorBin, (n) => ['cycle', 'issue', p('c-issue.lock'), n]),
+    floorCase('C: open+OFD lock+record+close', ctx.floorBin, (n) => ['cycle', 'record', p('c-record.lock'), n], {
+      role: 'info',
+    }),
     floorCase('C: open+OFD lock+close (no record)', ctx.floorBin, (n) => ['cycle', 'bare', p('c-bare.lock'), n], {
       role: 'info',
     }),
@@ -50,10 +53,18 @@ export async function run(ctx) {
     nodeCase(
       OURS,
       async () => {
-        const held = await tryLock(p('ours.lock'));
+        const held = await tryLock(p('ours.lock'), { backend: 'kernel' });
         await held.release();
       },
       { role: 'ours' },
+    ),
+    nodeCase(
+      'ours tryLock+release (async, default backend auto: + statfs)',
+      async () => {
+        const held = await tryLock(p('ours-auto.lock'));
+        await held.release();
+      },
+      { role: 'info' },
     ),
   ];
   const missing = await leaseMissing(p('lease-probe.lock'));
@@ -115,7 +126,7 @@ export async function run(ctx) {
   );
   const samples = await interleave(cases, s);
   notes.push(
-    'per-op samples over all rounds; the floor writes a record of the size ours writes; "x floor" and "x p-lockfile" divide medians',
+    'per-op samples over all rounds; the floor is issue 13\'s (no record write: ours rewrites its record only when the file does not name it already); "x floor" and "x p-lockfile" divide medians',
   );
   return {
     id,

@@ -246,6 +246,38 @@ static void stamp_record(char *data, size_t len, size_t same) {
   for (size_t i = same + 13; i-- > same; ms /= 10) data[i] = (char)('0' + ms % 10);
 }
 
+/* The nanoseconds of the modification time a record's writer sets right
+ * after writing it (its seconds: the current time): a value derived from
+ * the record's naming bytes (pid, host, start time...), never 0. Any later
+ * write, by anyone, sets the modification time to the current time, so a
+ * file of the record's length whose nanoseconds still match was last
+ * written by this holder, and a re-take need not read it (issue 13: "no
+ * owner-record write is needed when the file already names us"). A
+ * filesystem that keeps no nanoseconds (or a file we may not set times on)
+ * never matches: the record is read, as before. A false match needs another
+ * writer's timestamp to hit the same one of 999,999,999 values. */
+static long record_tag(const char *data, size_t same) {
+  uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+  for (size_t i = 0; i < same; i++) {
+    h ^= (unsigned char)data[i];
+    h *= 1099511628211ULL;
+  }
+  long tag = 1 + (long)(h % 999999999ULL);
+  /* Never a whole microsecond: times set from JS (a lease's heartbeat,
+   * touch) are whole microseconds or milliseconds. */
+  return tag % 1000 == 0 ? tag + 1 : tag;
+}
+
+/* Sets the modification time to now's seconds and `tag`'s nanoseconds.
+ * Only the file's owner may set a time (EPERM otherwise): then there is no
+ * tag, and the next take reads the record, as before. */
+static void set_tag(int fd, long tag) {
+  struct timespec now, ts[2] = {{0, UTIME_OMIT}, {0, tag}};
+  clock_gettime(CLOCK_REALTIME, &now);
+  ts[1].tv_sec = now.tv_sec;
+  (void)futimens(fd, ts);
+}
+
 /* After a lock is granted: is the locked inode still linked and still the
  * one at `path`? The unlink race (docs/contract.md 3.3 item 2) hinges on this check.
  * Returns 0 | 1 (not the linked inode at path) | 2 (a lease file: nothing
@@ -265,7 +297,8 @@ static void stamp_record(char *data, size_t len, size_t same) {
  *     (truncating to the same size still costs a journalled inode update on
  *     ext4), so a concurrent reader sees the old record, the new one, or
  *     the new one with a tail it must tolerate.
- * The content check reads the file (pread) only when it is not empty. The
+ * The content check reads the file (pread) only when it is not empty and
+ * its modification time does not carry this record's tag (record_tag). The
  * record is informational: a failed write (a full disk) does not fail the
  * lock. Called on the JS thread (verify()) and on pool threads (a wait
  * given a path, wait.c). See docs/interop.md ("Foreign lock files"). */
@@ -273,6 +306,9 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
   struct stat a;
   int held = held_at(fd, path, &a, 1);
   if (held != 0) return held;
+  long tag = data != NULL ? record_tag(data, same) : 0;
+  /* Last written by this holder (see record_tag): nothing to read. */
+  if (data != NULL && a.st_size == (off_t)len && a.st_mtim.tv_nsec == tag) return 0;
   if (a.st_size > 0) {
     /* One pread of the head serves both checks (lease, foreign/same). */
     char head[512];
@@ -285,7 +321,10 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
     if (is_lease_record(head, (size_t)r)) return 2;
     if (data != NULL) {
       if ((size_t)r < ours || memcmp(head, data, ours) != 0) return 3;
-      if (a.st_size == (off_t)len && same <= (size_t)r && memcmp(head, data, same) == 0) return 0;
+      if (a.st_size == (off_t)len && same <= (size_t)r && memcmp(head, data, same) == 0) {
+        set_tag(fd, tag); /* ours, written untagged (an older version): tag it once */
+        return 0;
+      }
     }
   }
   if (data != NULL) {
@@ -298,6 +337,7 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
       do t = ftruncate(fd, (off_t)len);
       while (t < 0 && errno == EINTR);
     }
+    if (w == (ssize_t)len) set_tag(fd, tag);
   }
   return 0;
 }
@@ -401,6 +441,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setlk", NULL, js_setlk, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getlk", NULL, js_getlk, NULL, NULL, NULL, napi_enumerable, NULL},
       {"verify", NULL, js_verify, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"take", NULL, js_take, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unlinkHeld", NULL, js_unlink_held, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"renameNoReplace", NULL, js_rename_noreplace, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -3,7 +3,8 @@
  * lock primitives, shared helpers and the module; pool.c/pool.h: blocking
  * lock calls on pooled threads; wait.c: the waits' N-API side; pidwatch.c:
  * watching a process for its exit; lease.c: the lease backend's publish and
- * release; sweep.c: reclaiming a staging entry). Every symbol is hidden
+ * release; sweep.c: reclaiming a staging entry; take.c: taking a lock in
+ * one call). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
 #ifndef XLOCK_H
@@ -44,10 +45,11 @@ enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
 /* The addon's interface version, exported as `abi`: the loader
  * (src/platform/native.ts, ADDON_ABI) refuses an addon built with another
  * one, since the JS side relies on what each export takes and returns (a
- * wait given a path verifies before it resolves, since 2). Bump both with
+ * wait given a path verifies before it resolves, since 2; `take`, since
+ * 3). Bump both with
  * any such change. -DXLOCK_ABI=n builds another one (tests). */
 #ifndef XLOCK_ABI
-#define XLOCK_ABI 2
+#define XLOCK_ABI 3
 #endif
 
 #define CHECK(call)                                                            \
@@ -69,6 +71,8 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
 int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* Whether a file's first `n` bytes start like a lease backend's owner record. */
 int is_lease_record(const char *head, size_t n);
+/* take.c: open + lock + verify_record in one call (registered by xlock.c). */
+napi_value js_take(napi_env env, napi_callback_info info);
 
 /* Tests only (setWaitTestGap): pauses that widen a race's window.
  *   XL_GAP_WAIT: between a wait's last cancel check and each blocking call

@@ -291,25 +291,34 @@ export function lockKernelNow(path: string, o: Checked, wait: boolean, recordOf?
   const a = native(path);
   const type = o.shared ? LockType.Shared : LockType.Exclusive;
   const rec = recordOf === undefined ? undefined : kernelRecord(recordOf);
-  const fd = openLockFile(path, o);
-  let keep = false;
-  try {
-    const r = a.setlk(fd, type);
-    if (r === E.EAGAIN) {
-      if (!wait) throw lockedError(path, ownerOf(fd, type));
-      keep = true;
-      return { fd, type, rec };
-    }
-    if (r < 0) throw osError(r, 'fcntl', path);
-    const v = verifyAndRecord(a, fd, path, rec);
-    if (v < 0) throw osError(v, 'fstat', path);
-    const held = settle(fd, v, rec, o);
-    keep = held !== undefined;
-    return held;
-  } finally {
-    if (!keep) a.close(fd);
+  const flags = (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | (o.create ? fsc.O_CREAT : 0) | fsc.O_NOFOLLOW;
+  // One native call: open, lock, inode check and record (native/take.c).
+  let r = rec ? a.take(path, flags, o.mode, type, rec.buf, RECORD_PREFIX.length, rec.same) : a.take(path, flags, o.mode, type);
+  if (r === E.ENOENT && o.parents && o.create) {
+    makeDirs(dirname(path));
+    r = rec ? a.take(path, flags, o.mode, type, rec.buf, RECORD_PREFIX.length, rec.same) : a.take(path, flags, o.mode, type);
   }
+  if (r < 0) {
+    const step = Math.floor(-r / TAKE_STEP);
+    throw osError(-(-r % TAKE_STEP), step === 0 ? 'open' : step === 1 ? 'fcntl' : 'fstat', path);
+  }
+  const fd = r >>> 3;
+  const v = r & 7;
+  if (v === 4) {
+    if (wait) return { fd, type, rec };
+    try {
+      throw lockedError(path, ownerOf(fd, type));
+    } finally {
+      a.close(fd);
+    }
+  }
+  const held = settle(fd, v, rec, o);
+  if (held === undefined) a.close(fd);
+  return held;
 }
+
+/** take()'s error steps (native/take.c). */
+const TAKE_STEP = 0x10000;
 
 /**
  * Waits for the lock {@link lockKernelNow} found held; the inode check and

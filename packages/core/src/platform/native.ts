@@ -25,6 +25,13 @@ export interface NativeAddon {
   setlk(fd: number, type: LockType): number;
   getlk(fd: number, type: LockType): number;
   verify(fd: number, path: string, record?: Buffer, ours?: number, same?: number): number;
+  /**
+   * take.c: open (`flags`, O_CLOEXEC added), lock without waiting, then
+   * `verify()`: `(fd << 3) | status` with the descriptor open (status:
+   * `verify()`'s 0..3, or 4 held elsewhere), or `-(errno + step * 0x10000)`
+   * with nothing open (step 0 open, 1 fcntl, 2 the check's fstat/lstat).
+   */
+  take(path: string, flags: number, mode: number, type: LockType, record?: Buffer, ours?: number, same?: number): number;
   unlinkHeld(fd: number, path: string): number;
   close(fd: number): number;
   renameNoReplace(from: string, to: string): number;
@@ -87,7 +94,7 @@ export interface NativeAddon {
  * The addon interface this code needs: XLOCK_ABI in native/xlock.h, bumped
  * together whenever an export's arguments or results change.
  */
-export const ADDON_ABI = 2;
+export const ADDON_ABI = 3;
 
 /** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */
 export const VERIFY_FAILED = 0x10000;
