@@ -4,7 +4,7 @@
  * waiters are served in call order, withLock re-entry rejects ELOCKED
  * instead of deadlocking, and a path is one lock whatever its spelling.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { isAbsolute, join, relative } from 'node:path';
 import { afterEach, expect, test, vi } from 'vitest';
 import { lock, tryLock, withLock, type FileLock } from '@x/core';
@@ -187,4 +187,11 @@ test('a relative path, a non-normalised path and the absolute path are the same 
   await held.release();
   // The owner record went into the one file.
   expect(JSON.parse(await readFile(p, 'utf8'))).toMatchObject({ pid: process.pid });
+  // Every spelling gives the handle the normalized absolute path.
+  await mkdir(join(d.path, 'sub'));
+  for (const spelling of [`${d.path}/sub/../x.lock`, `${d.path}//x.lock`, `${d.path}/./x.lock`, `${d.path}/sub/.././x.lock`]) {
+    const h = await tryLock(spelling, kernel);
+    expect(h.path, spelling).toBe(p);
+    await h.release();
+  }
 });

@@ -105,14 +105,26 @@ export class FileLock {
     return this.#releasing;
   }
 
-  async #release(): Promise<void> {
+  #release(): Promise<void> {
     const holding = this.#holding;
     this.#holding = null;
     if (this.#child && this.#onChildExit) this.#child.off('exit', this.#onChildExit);
     this.#unwatch?.();
+    if (holding?.kind === 'lease') return this.#releaseLease(holding.lease);
+    // Kernel and flock: synchronous, so no async function (a cycle's cost).
     try {
-      if (holding?.kind === 'kernel' || holding?.kind === 'flock') releaseKernel(holding.fd, this.path, holding.remove);
-      else if (holding?.kind === 'lease') await holding.lease.release();
+      if (holding) releaseKernel(holding.fd, this.path, holding.remove);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    } finally {
+      this.#controller?.abort(this.#releasedError());
+    }
+    return Promise.resolve();
+  }
+
+  async #releaseLease(lease: Lease): Promise<void> {
+    try {
+      await lease.release();
     } finally {
       this.#controller?.abort(this.#releasedError());
     }

@@ -17,7 +17,7 @@ import { selfPid } from './internal/identity.js';
 import { createKernel } from './internal/kernel-create.js';
 import { acquireLease } from './internal/lease.js';
 import { FileLock, token } from './filelock.js';
-import { checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
+import { absolute, checkOptions, checkPath, show, type Checked, type LockOptions } from './internal/options.js';
 import { abortable, enqueue, queued, WaitScope } from './internal/wait.js';
 
 export type { LockOptions } from './internal/options.js';
@@ -70,7 +70,7 @@ function checkPid(o: Checked, path: string): number {
 function acquire(path: unknown, options: unknown, wait: boolean): Promise<FileLock> {
   let abs: string, o: Checked, backend: 'kernel' | 'flock' | 'lease', pid: number;
   try {
-    abs = resolve(checkPath(path));
+    abs = absolute(checkPath(path));
     o = checkOptions(options);
     if (inside.getStore()?.has(abs)) {
       throw new LockError('ELOCKED', abs, `'${abs}' is already held by the enclosing withLock() of this async context`);

@@ -1,4 +1,5 @@
 /** Argument checking: every bad argument is a TypeError naming it and its value. */
+import { resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { LockError } from '../errors.js';
 
@@ -113,6 +114,26 @@ export function checkPath(value: unknown, name = 'path'): string {
   return value;
 }
 
+/**
+ * `path` made absolute and normalized, like `path.resolve`, which costs a
+ * lock cycle about 0.4 µs: a path that is already absolute and normal (no
+ * empty, `.` or `..` segment, no trailing `/`) is returned as it is.
+ */
+export function absolute(path: string): string {
+  if (
+    path.charCodeAt(0) === 47 /* / */ &&
+    path.charCodeAt(path.length - 1) !== 47 &&
+    !path.includes('//') &&
+    !path.includes('/./') &&
+    !path.includes('/../') &&
+    !path.endsWith('/.') &&
+    !path.endsWith('/..')
+  ) {
+    return path;
+  }
+  return resolve(path);
+}
+
 function fail(name: string, what: string, value: unknown): never {
   throw new TypeError(`Expected \`${name}\` to be ${what}, got ${show(value)}`);
 }
@@ -175,8 +196,11 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
   if (options === undefined) return defaults;
   if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('options', 'an object', options);
   const o = options as Record<string, unknown>;
-  for (const key of Object.keys(o)) {
-    if (!keys.has(key) && !extraKeys?.has(key)) throw new TypeError(`Unknown option \`${key}\` (known: ${[...keys].join(', ')})`);
+  // for-in with hasOwn: Object.keys' own enumerable keys, without its array.
+  for (const key in o) {
+    if (!keys.has(key) && !extraKeys?.has(key) && Object.hasOwn(o, key)) {
+      throw new TypeError(`Unknown option \`${key}\` (known: ${[...keys].join(', ')})`);
+    }
   }
   const backend = o.backend ?? 'auto';
   if (backend !== 'auto' && backend !== 'kernel' && backend !== 'flock' && backend !== 'lease')
