@@ -47,7 +47,7 @@ napi_value js_take(napi_env env, napi_callback_info info) {
     close(fd);
     return make_int(env, -(e + TAKE_STEP));
   }
-  int v = verify_record(fd, path, data, len, (size_t)ours, (size_t)same);
+  int v = verify_record(fd, path, data, len, (size_t)ours, (size_t)same, 1);
   if (v < 0) {
     close(fd);
     return make_int(env, v - 2 * TAKE_STEP);

@@ -39,7 +39,7 @@ static void job_done(pool_job *pj) {
   if (pj->result == 0) {
     if (j->path != NULL) {
       int v = test_gap(XL_GAP_CHECK, 1);
-      if (v == 0) v = verify_record(pj->fd, j->path, j->rec_len ? j->rec : NULL, j->rec_len, j->ours, j->same);
+      if (v == 0) v = verify_record(pj->fd, j->path, j->rec_len ? j->rec : NULL, j->rec_len, j->ours, j->same, 0);
       pj->result = v >= 0 ? v : v - XL_VERIFY_FAILED;
     }
     if (atomic_load(&pj->cancelled)) {

@@ -300,9 +300,12 @@ static void set_tag(int fd, long tag) {
  * The content check reads the file (pread) only when it is not empty and
  * its modification time does not carry this record's tag (record_tag). The
  * record is informational: a failed write (a full disk) does not fail the
- * lock. Called on the JS thread (verify()) and on pool threads (a wait
- * given a path, wait.c). See docs/interop.md ("Foreign lock files"). */
-int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same) {
+ * lock. Called on the JS thread (verify(), take()) and on pool threads (a
+ * wait given a path, wait.c). With `tag_it`, a record written (or found
+ * ours but untagged) gets its tag (set_tag); a wait's grant passes 0, so
+ * the hand-off between processes costs no extra call: the record is tagged
+ * on this process's next take, if any. See docs/interop.md ("Foreign lock files"). */
+int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same, int tag_it) {
   struct stat a;
   int held = held_at(fd, path, &a, 1);
   if (held != 0) return held;
@@ -322,7 +325,7 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
     if (data != NULL) {
       if ((size_t)r < ours || memcmp(head, data, ours) != 0) return 3;
       if (a.st_size == (off_t)len && same <= (size_t)r && memcmp(head, data, same) == 0) {
-        set_tag(fd, tag); /* ours, written untagged (an older version): tag it once */
+        if (tag_it) set_tag(fd, tag); /* ours, written untagged: tag it once */
         return 0;
       }
     }
@@ -337,7 +340,7 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
       do t = ftruncate(fd, (off_t)len);
       while (t < 0 && errno == EINTR);
     }
-    if (w == (ssize_t)len) set_tag(fd, tag);
+    if (w == (ssize_t)len && tag_it) set_tag(fd, tag);
   }
   return 0;
 }
@@ -380,7 +383,7 @@ static napi_value js_verify(napi_env env, napi_callback_info info) {
     return NULL;
   if (pr < 0) return make_int(env, pr);
   if (!arg_record(env, argv, argc, 2, &data, &len, &ours, &same)) return NULL;
-  return make_int(env, verify_record(fd, path, data, len, (size_t)ours, (size_t)same));
+  return make_int(env, verify_record(fd, path, data, len, (size_t)ours, (size_t)same, 1));
 }
 
 /* unlinkHeld(fd, path) -> 0 | 1 (not ours: left alone) | -errno. Deletes the

@@ -67,7 +67,7 @@ int arg_path(napi_env env, napi_value *argv, size_t argc, size_t i, char *buf);
 int arg_record(napi_env env, napi_value *argv, size_t argc, size_t i, void **data, size_t *len,
                int32_t *ours, int32_t *same);
 int set_lock(int fd, int type, int wait);
-int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same);
+int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same, int tag_it);
 int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* Whether a file's first `n` bytes start like a lease backend's owner record. */
 int is_lease_record(const char *head, size_t n);
