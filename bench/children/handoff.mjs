@@ -5,6 +5,8 @@
 //   wait         -> "waiting", then blocks in the method's waiting acquire ->
 //                   "acq <hrtime ns> <wait wall ns> <wait cpu µs>"
 //   release <ms> sleep <ms>, note the time, release -> "rel <hrtime ns>"
+//   sleep <ms>   the idle baseline: sleep <ms> (setTimeout) ->
+//                "slept <wall ns> <cpu µs>"
 // Times are process.hrtime.bigint(): CLOCK_MONOTONIC, comparable across
 // processes. Methods: see lib/peers.mjs `waiting` (ours, fsnx, plf).
 import { waiting } from '../lib/peers.mjs';
@@ -30,6 +32,14 @@ const commands = {
     const t1 = process.hrtime.bigint();
     const cpu = process.cpuUsage(cpu0);
     out(`acq ${t1} ${t1 - t0} ${cpu.user + cpu.system}`);
+  },
+  async sleep(ms) {
+    const cpu0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    await new Promise((r) => setTimeout(r, Number(ms)));
+    const wall = process.hrtime.bigint() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    out(`slept ${wall} ${cpu.user + cpu.system}`);
   },
   async release(ms) {
     await new Promise((r) => setTimeout(r, Number(ms)));

@@ -1,5 +1,5 @@
 # Hand-off child, python floor (metric 3): python3 handoff.py <path>
-# Same line protocol as handoff.mjs; the lock is a blocking fcntl.lockf on a
+# Same line protocol as handoff.mjs (sleep included); the lock is a blocking fcntl.lockf on a
 # fresh descriptor. time.monotonic_ns() is CLOCK_MONOTONIC, like Node's
 # process.hrtime.bigint().
 import fcntl, os, sys, time
@@ -27,6 +27,12 @@ for line in sys.stdin:
         t1 = time.monotonic_ns()
         cpu_us = (time.process_time_ns() - c0) // 1000
         print(f'acq {t1} {t1 - t0} {cpu_us}', flush=True)
+    elif cmd == 'sleep':
+        c0 = time.process_time_ns()
+        t0 = time.monotonic_ns()
+        time.sleep(float(args[0]) / 1000)
+        t1 = time.monotonic_ns()
+        print(f'slept {t1 - t0} {(time.process_time_ns() - c0) // 1000}', flush=True)
     elif cmd == 'release':
         time.sleep(float(args[0]) / 1000)
         t = time.monotonic_ns()

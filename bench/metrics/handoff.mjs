@@ -34,6 +34,14 @@ async function handoffOnce(c, holdMs) {
   };
 }
 
+/** The idle baseline: the waiter's process sleeping (no lock) for as long. */
+async function sleepOnce(c, ms) {
+  const waiter = c.pair[1 - c.holder];
+  waiter.send(`sleep ${ms}`);
+  const [wall, cpu] = await waiter.expect('slept');
+  return { waitMs: Number(wall) / 1e6, cpuMs: Number(cpu) / 1000 };
+}
+
 const cpuPerSecond = (xs) => (1000 * xs.reduce((a, x) => a + x.cpuMs, 0)) / xs.reduce((a, x) => a + x.waitMs, 0);
 
 export async function run(ctx) {
@@ -54,6 +62,7 @@ export async function run(ctx) {
     c.holder = 0;
     c.short = [];
     c.blocked = [];
+    c.idle = [];
   }
   const perBlock = Math.ceil(s.handoffs / s.blocks);
   const shortPerBlock = Math.ceil(s.shortHandoffs / s.blocks);
@@ -66,6 +75,9 @@ export async function run(ctx) {
         const c = cases[(b + k) % cases.length];
         for (let i = 0; i < perBlock; i++) c.blocked.push(await handoffOnce(c, randInt(s.blockedMs[0], s.blockedMs[1])));
         for (let i = 0; i < shortPerBlock; i++) c.short.push(await handoffOnce(c, randInt(s.holdMs[0], s.holdMs[1])));
+        // A few idle sleeps of the same lengths: the runtime's own cost of waking up.
+        for (let i = 0; i < Math.ceil(perBlock / 4); i++)
+          c.idle.push(await sleepOnce(c, randInt(s.blockedMs[0], s.blockedMs[1])));
       }
     }
   } finally {
@@ -82,6 +94,7 @@ export async function run(ctx) {
       { key: 'p99', label: 'p99' },
       { key: 'max', label: 'max' },
       { key: 'cpuLong', label: `CPU ms/s (${s.blockedMs.join('-')} ms waits)` },
+      { key: 'cpuIdle', label: 'CPU ms/s sleeping as long' },
       { key: 'shortMedian', label: `median (${s.holdMs.join('-')} ms holds)` },
       { key: 'shortP99', label: `p99 (${s.holdMs.join('-')} ms holds)` },
     ],
@@ -91,12 +104,13 @@ export async function run(ctx) {
       role: c.role,
       ...summarize(c.blocked.map((x) => x.latencyMs)),
       cpuLong: cpuPerSecond(c.blocked),
+      cpuIdle: cpuPerSecond(c.idle),
       shortMedian: summarize(c.short.map((x) => x.latencyMs)).median,
       shortP99: summarize(c.short.map((x) => x.latencyMs)).p99,
       cdf: cdf(c.blocked.map((x) => x.latencyMs)),
     })),
     notes: [
-      `the waiter is inside its waiting call for a random ${s.blockedMs.join('-')} ms before the holder releases (issue 13's harness); ours: lock(p, ${JSON.stringify(OURS_OPTIONS)}); roles alternate; the last two columns are hand-offs after short holds, interleaved in the same blocks`,
+      `the waiter is inside its waiting call for a random ${s.blockedMs.join('-')} ms before the holder releases (issue 13's harness); ours: lock(p, ${JSON.stringify(OURS_OPTIONS)}); roles alternate; "sleeping as long" is the same waiting process idle in a timer (setTimeout, python time.sleep) for random ${s.blockedMs.join('-')} ms, no lock: the runtime's own cost of one wake-up; the last two columns are hand-offs after short holds, interleaved in the same blocks`,
     ],
   };
 }
