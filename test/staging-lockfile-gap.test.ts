@@ -5,6 +5,9 @@
  * hidden name (tryLockPath creates what it opens). Our lock then lands on the
  * deleted inode; publishing the hidden name would hand out a file we do not
  * hold. createAndLock must notice, leave the stranger's file alone, and retry.
+ * The hidden name is createAndLock's way where `O_TMPFILE` is missing
+ * (forced here with hooks.createNoTmpfile); with it there is no name to race
+ * on.
  */
 import { hooks } from '@x/core/testing';
 import { createAndLock } from '@x/staging';
@@ -16,12 +19,14 @@ import { tempDir } from './helpers/tmp.js';
 
 afterEach(async () => {
   hooks.afterCreate = undefined;
+  hooks.createNoTmpfile = undefined;
   await reapAll();
 });
 
 test('a hidden file replaced before our lock is never published as ours', async () => {
   await using d = await tempDir();
   let replaced = '';
+  hooks.createNoTmpfile = true;
   hooks.afterCreate = (hidden) => {
     hooks.afterCreate = undefined;
     replaced = hidden;

@@ -20,48 +20,6 @@
 /* A record is one line of JSON well under a page. */
 #define RECORD_BUF 8192
 
-/* Writes all of buf at offset 0. */
-static int write_all(int fd, const char *buf, size_t len) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, buf + done, len - done, (off_t)done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (n == 0) {
-      errno = EIO;
-      return -1;
-    }
-    done += (size_t)n;
-  }
-  return 0;
-}
-
-/* Whether linkat(fd, "", ..., AT_EMPTY_PATH) links an O_TMPFILE file here:
- * since Linux 6.10 for a file the process opened itself, before only with
- * CAP_DAC_READ_SEARCH (ENOENT otherwise). Cleared the first time it fails
- * where /proc/self/fd works; it saves /proc's path lookup (a third of the
- * link's cost). */
-static atomic_int empty_path_links = 1;
-
-/* Links the unnamed file open on `fd` to `path`: 0 | -errno. */
-static int link_tmpfile(int fd, const char *path, int via_proc) {
-  if (!via_proc && atomic_load(&empty_path_links)) {
-    if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0) return 0;
-    if (errno != ENOENT) return -errno;
-  }
-  char self[64];
-  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-  if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0) {
-    if (!via_proc) atomic_store(&empty_path_links, 0);
-    return 0;
-  }
-  /* ENOENT: the directory went away, or there is no /proc to link through. */
-  if (errno == ENOENT && access("/proc/self/fd", X_OK) < 0) return -EOPNOTSUPP;
-  return -errno;
-}
-
 /* leasePublish(dir, path, record, mode, flags) -> fd (flags & 1: keep it
  * open) | 0 | -errno. flags & 2 (tests): link through /proc/self/fd, as
  * kernels before 6.10 need. `dir` is the directory of `path`. -EEXIST:
@@ -88,15 +46,8 @@ napi_value js_lease_publish(napi_env env, napi_callback_info info) {
   if (!arg_int(env, argv, argc, 3, "mode", &mode) || !arg_int(env, argv, argc, 4, "flags", &flags)) return NULL;
   if (pd < 0 || pp < 0) return make_int(env, -ENAMETOOLONG);
   if (len + 1 >= sizeof record) return make_int(env, -EMSGSIZE);
-#ifdef O_TMPFILE
-  int fd;
-  do fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, (mode_t)mode);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    int e = errno;
-    if (e == EOPNOTSUPP || e == EISDIR || e == EINVAL) return make_int(env, -EOPNOTSUPP);
-    return make_int(env, -e);
-  }
+  int fd = open_tmpfile(dir, O_WRONLY, mode);
+  if (fd < 0) return make_int(env, fd);
   if (write_all(fd, record, len) < 0) {
     int e = errno;
     close(fd);
@@ -110,9 +61,6 @@ napi_value js_lease_publish(napi_env env, napi_callback_info info) {
   if (flags & 1) return make_int(env, fd);
   close(fd);
   return make_int(env, 0);
-#else
-  return make_int(env, -EOPNOTSUPP);
-#endif
 }
 
 /* leaseRelease(fd, path, aside) -> 0 released | 1 not ours (nothing done) |

@@ -234,7 +234,7 @@ int is_lease_record(const char *head, size_t n) {
 /* Writes the current time (ms since the epoch, CLOCK_REALTIME) over the 13
  * digits of `createdAt` at `same`, when they are there: a record is rendered
  * once and re-stamped at each write. */
-static void stamp_record(char *data, size_t len, size_t same) {
+void stamp_record(char *data, size_t len, size_t same) {
   if (same + 13 >= len) return;
   for (size_t i = same; i < same + 13; i++)
     if (data[i] < '0' || data[i] > '9') return;
@@ -343,6 +343,61 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
     if (w == (ssize_t)len && tag_it) set_tag(fd, tag);
   }
   return 0;
+}
+
+/* Unnamed files (lease.c, create.c): see xlock.h. */
+#ifdef O_TMPFILE
+int open_tmpfile(const char *dir, int flags, int mode) {
+  int fd;
+  do fd = open(dir, O_TMPFILE | flags | O_CLOEXEC, (mode_t)mode);
+  while (fd < 0 && errno == EINTR);
+  if (fd >= 0) return fd;
+  /* EISDIR/EINVAL: kernels before 3.11, which do not know the flag. */
+  if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) return -EOPNOTSUPP;
+  return -errno;
+}
+#else
+int open_tmpfile(const char *dir, int flags, int mode) { return -EOPNOTSUPP; }
+#endif
+
+int write_all(int fd, const char *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, buf + done, len - done, (off_t)done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) {
+      errno = EIO;
+      return -1;
+    }
+    done += (size_t)n;
+  }
+  return 0;
+}
+
+/* Whether linkat(fd, "", ..., AT_EMPTY_PATH) links an O_TMPFILE file here:
+ * since Linux 6.10 for a file the process opened itself, before only with
+ * CAP_DAC_READ_SEARCH (ENOENT otherwise). Cleared the first time it fails
+ * where /proc/self/fd works; it saves /proc's path lookup (a third of the
+ * link's cost). */
+static atomic_int empty_path_links = 1;
+
+int link_tmpfile(int fd, const char *path, int via_proc) {
+  if (!via_proc && atomic_load(&empty_path_links)) {
+    if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT) return -errno;
+  }
+  char self[64];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0) {
+    if (!via_proc) atomic_store(&empty_path_links, 0);
+    return 0;
+  }
+  /* ENOENT: the directory went away, or there is no /proc to link through. */
+  if (errno == ENOENT && access("/proc/self/fd", X_OK) < 0) return -EOPNOTSUPP;
+  return -errno;
 }
 
 /* Reads the optional owner record at argv[i..i+2] (record Buffer, ours,
@@ -456,6 +511,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setWaitTestGap", NULL, js_test_gap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"leasePublish", NULL, js_lease_publish, NULL, NULL, NULL, napi_enumerable, NULL},
       {"leaseRelease", NULL, js_lease_release, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"createTmpfile", NULL, js_create_tmpfile, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reclaim", NULL, js_reclaim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lookup", NULL, js_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -3,8 +3,8 @@
  * lock primitives, shared helpers and the module; pool.c/pool.h: blocking
  * lock calls on pooled threads; wait.c: the waits' N-API side; pidwatch.c:
  * watching a process for its exit; lease.c: the lease backend's publish and
- * release; sweep.c: reclaiming a staging entry; take.c: taking a lock in
- * one call). Every symbol is hidden
+ * release; create.c: createLocked's create; sweep.c: reclaiming a staging
+ * entry; take.c: taking a lock in one call). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
 #ifndef XLOCK_H
@@ -46,10 +46,10 @@ enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
  * (src/platform/native.ts, ADDON_ABI) refuses an addon built with another
  * one, since the JS side relies on what each export takes and returns (a
  * wait given a path verifies before it resolves, since 2; `take`, since
- * 3). Bump both with
+ * 3; createTmpfile, since 4). Bump both with
  * any such change. -DXLOCK_ABI=n builds another one (tests). */
 #ifndef XLOCK_ABI
-#define XLOCK_ABI 3
+#define XLOCK_ABI 4
 #endif
 
 #define CHECK(call)                                                            \
@@ -73,6 +73,20 @@ int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 int is_lease_record(const char *head, size_t n);
 /* take.c: open + lock + verify_record in one call (registered by xlock.c). */
 napi_value js_take(napi_env env, napi_callback_info info);
+
+/* Writes the current time over a record's `createdAt` digits at `same`
+ * (when they are there): records are rendered once, stamped at each write. */
+void stamp_record(char *data, size_t len, size_t same);
+/* Writes all of buf at offset 0: 0 | -1 with errno set. */
+int write_all(int fd, const char *buf, size_t len);
+/* An unnamed file in `dir` (O_TMPFILE | flags, O_CLOEXEC always): fd |
+ * -EOPNOTSUPP where this filesystem or kernel has no O_TMPFILE | -errno. */
+int open_tmpfile(const char *dir, int flags, int mode);
+/* Links the unnamed file open on `fd` to `path`, never replacing: 0 |
+ * -EEXIST | -EOPNOTSUPP (no /proc to link through where AT_EMPTY_PATH is
+ * refused) | -errno. `via_proc` (tests): through /proc/self/fd, as kernels
+ * before 6.10 need. */
+int link_tmpfile(int fd, const char *path, int via_proc);
 
 /* Tests only (setWaitTestGap): pauses that widen a race's window.
  *   XL_GAP_WAIT: between a wait's last cancel check and each blocking call
@@ -98,6 +112,12 @@ napi_value js_trim(napi_env env, napi_callback_info info);
 /* lease.c: the lease backend's publish and release, one call each. */
 napi_value js_lease_publish(napi_env env, napi_callback_info info);
 napi_value js_lease_release(napi_env env, napi_callback_info info);
+
+/* create.c: createLocked's create in one call; its failed lock and link
+ * steps report -(XL_CREATE_LOCK + errno), -(XL_CREATE_LINK + errno). */
+#define XL_CREATE_LOCK 0x10000
+#define XL_CREATE_LINK 0x20000
+napi_value js_create_tmpfile(napi_env env, napi_callback_info info);
 
 /* pidwatch.c: watching a process for its exit. */
 napi_value js_watch_pid(napi_env env, napi_callback_info info);

@@ -8,8 +8,9 @@ export interface TestHooks {
   /** After the lock file is opened, before the lock is requested. */
   afterOpen?: ((path: string) => void | Promise<void>) | undefined;
   /**
-   * createLocked: after the hidden file is created, before it is locked
-   * (synchronous: the creation path never yields).
+   * createLocked, under a hidden name (no `O_TMPFILE`): after the hidden
+   * file is created, before it is locked (synchronous: the creation path
+   * never yields).
    */
   afterCreate?: ((hidden: string) => void) | undefined;
   /** Lease: a waiter found the lease held and starts to wait for its next look (synchronous). */
@@ -33,6 +34,16 @@ export interface TestHooks {
    * 6.10 need, rather than with `AT_EMPTY_PATH`.
    */
   leaseLinkViaProc?: boolean | undefined;
+  /**
+   * createLocked: create under a hidden name even where `O_TMPFILE` works,
+   * as on filesystems without it (see kernel-create.ts).
+   */
+  createNoTmpfile?: boolean | undefined;
+  /**
+   * createLocked: link the `O_TMPFILE` file through /proc/self/fd, as
+   * kernels before 6.10 need, rather than with `AT_EMPTY_PATH`.
+   */
+  createLinkViaProc?: boolean | undefined;
 }
 
 export const hooks: TestHooks = {};

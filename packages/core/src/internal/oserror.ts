@@ -31,6 +31,7 @@ export const E = {
   ECANCELED: -constants.errno.ECANCELED,
   ETIMEDOUT: -constants.errno.ETIMEDOUT,
   ESRCH: -constants.errno.ESRCH,
+  EOPNOTSUPP: -constants.errno.EOPNOTSUPP,
 } as const;
 
 /**

@@ -74,6 +74,16 @@ export interface NativeAddon {
    * ours (nothing done), 2 taken over meanwhile (put back), or -errno.
    */
   leaseRelease(fd: number, path: string, aside: string): number;
+  /**
+   * createLocked (create.c): an unnamed file (`O_TMPFILE`) in `dir`, locked
+   * exclusively, holding `record` (stamped at `same`), then linked at `path`
+   * (never replacing): its descriptor, or -errno from the open,
+   * `-(CREATE_LOCK + errno)` from the lock, `-(CREATE_LINK + errno)` from
+   * the link (`EEXIST`: something is at `path`); -EOPNOTSUPP when it cannot
+   * be done this way here (create under a hidden name instead). Nothing is
+   * left on failure. `flags & 1` links through /proc/self/fd (tests).
+   */
+  createTmpfile(dir: string, path: string, record: Buffer, same: number, mode: number, flags: number): number;
   watchPid(pid: number, done: (result: number) => void): WatchHandle | number;
   unwatchPid(handle: WatchHandle): void;
   /** One staging entry's reclaim (native/sweep.c); absent from an addon older than it. */
@@ -94,10 +104,15 @@ export interface NativeAddon {
  * The addon interface this code needs: XLOCK_ABI in native/xlock.h, bumped
  * together whenever an export's arguments or results change.
  */
-export const ADDON_ABI = 3;
+export const ADDON_ABI = 4;
 
 /** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */
 export const VERIFY_FAILED = 0x10000;
+
+/** How createTmpfile reports a failed lock and a failed link: `-(CREATE_LOCK + errno)`, `-(CREATE_LINK + errno)`. */
+export const CREATE_LOCK = 0x10000;
+/** See {@link CREATE_LOCK}. */
+export const CREATE_LINK = 0x20000;
 
 /** An opaque handle of a process watch (pidfd). */
 export type WatchHandle = object & { readonly __watch: unique symbol };
