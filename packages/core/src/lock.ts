@@ -305,13 +305,18 @@ export interface CreateLockedOptions {
  * backend) and carrying its owner record before it becomes visible under its
  * final name. The building block of `@x/staging`'s `createAndLock`.
  *
- * @remarks The file is created exclusively (`O_EXCL`) under a hidden name
- * (`.xlock-*.tmp`), locked, then renamed to `dir/nameFor()` without replacing
+ * @remarks The file is created unnamed (`O_TMPFILE`), locked, given its
+ * owner record, then linked as `dir/nameFor()`, which never replaces
  * anything, so no other process can lock it between creation and our lock.
- * A taken name retries with a new one, up to `attempts`; other errors fail at
- * once and leave no file behind. A crash between the create and the rename
- * can leave a hidden `.xlock-*.tmp` file: it is unlocked, so a sweep may
- * delete it.
+ * Where the filesystem has no `O_TMPFILE` (NFS, most FUSE filesystems) it is
+ * created exclusively (`O_EXCL`) under a hidden name (`.xlock-*.tmp`) and
+ * renamed without replacing instead. A taken name retries with a new one, up
+ * to `attempts`; other errors fail at once and leave no file behind. A crash
+ * before the link leaves nothing with `O_TMPFILE`; without it, a crash
+ * between the create and the rename can leave a hidden `.xlock-*.tmp` file: it is unlocked, so
+ * a sweep may delete it. The descriptor of a file created unnamed keeps the
+ * kernel's name for it in `/proc/<pid>/fd` (`<dir>/#<inode> (deleted)`),
+ * although the file is linked under its name.
  *
  * @param dir - an existing directory
  * @param nameFor - returns a candidate file name (no path separators); called once per attempt

@@ -11,12 +11,15 @@
  *   dropped its lock the instant the process died, so anyone may then take
  *   it and delete it.
  *
- *   Create (`createAndLock(dir, pattern)`): the file is created with `O_EXCL`
- *   and mode 0o600 under a hidden name (`.xlock-*.tmp`), locked, given its
- *   owner record, and only then renamed to its final name without replacing
- *   anything. A sweeper that try-locks every entry of `dir` can therefore
- *   never lock it between its creation and our lock (the publication gap of
- *   containers/storage, podman#29641). Name collisions retry with a new name.
+ *   Create (`createAndLock(dir, pattern)`): the file is created unnamed
+ *   (`O_TMPFILE`, mode 0o600), locked, given its owner record, and only then
+ *   linked under its final name, which never replaces anything. Where the
+ *   filesystem has no `O_TMPFILE` (NFS, most FUSE filesystems) it is created
+ *   with `O_EXCL` under a hidden name (`.xlock-*.tmp`), locked, checked, given
+ *   its record, then renamed without replacing. Either way a sweeper that
+ *   try-locks every entry of `dir` can never lock it between its creation
+ *   and our lock (the publication gap of containers/storage, podman#29641).
+ *   Name collisions retry with a new name.
  *
  *   Take (`tryLockPath(path)`): open (creating when missing), lock without
  *   waiting, then check that the locked inode is still the one at `path` and
@@ -31,7 +34,7 @@
  *   Example, a staging root shared with a sweeper:
  *
  *     /var/lib/store/tmp/
- *       .xlock-1a2b-0.tmp     being created (locked; sweepers skip it)
+ *       .xlock-1a2b-0.tmp     being created without O_TMPFILE (locked; sweepers skip it)
  *       lock-4f9c2e…          locked by a live writer: left alone
  *       lock-77d01a…          unlocked (its writer was SIGKILLed): reclaimable
  */
@@ -108,9 +111,8 @@ function randomPart(): string {
  *
  * @remarks The name comes from `pattern` mkstemp-style: the last `*` is
  * replaced by a random part, or the random part is appended. The file is
- * created with `O_EXCL`, mode `0o600`, locked with the kernel backend and
- * holds an owner record before it appears under that name (see the protocol
- * above). Collisions and lock races retry with fresh names, up to 1000
+ * created new (mode `0o600`), locked with the kernel backend and holds an
+ * owner record before it appears under that name (see the protocol above). Collisions and lock races retry with fresh names, up to 1000
  * times; `ENOENT`, `EACCES`, `ENOTDIR`, `ENOLCK` fail at once, and a failed
  * attempt leaves no file behind.
  *
