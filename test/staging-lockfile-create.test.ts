@@ -126,10 +126,10 @@ describe.each(ways)('$way', ({ set, unnamed }) => {
     expect(readFileSync(join(d.path, 'lock-1'), 'utf8')).toBe('theirs\n');
   });
 
-  test('a name the kernel refuses (too long): the error names it, at once, and nothing is left', async () => {
+  test.each([300, 4090])('a name the kernel refuses (%i bytes): the error names it, at once, and nothing is left', async (n) => {
     await using d = await tempDir();
     Object.assign(hooks, set);
-    const long = 'x'.repeat(300);
+    const long = 'x'.repeat(n); // past NAME_MAX; past PATH_MAX with the dir
     let calls = 0;
     const err = await rejection(createLocked(d.path, () => (calls++, long)));
     expect(err.code).toBe('ENAMETOOLONG');

@@ -48,7 +48,8 @@ napi_value js_create_tmpfile(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "xlock: `same` must lie within the record");
     return NULL;
   }
-  if (pd < 0 || pp < 0) return make_int(env, -ENAMETOOLONG);
+  if (pd < 0) return make_int(env, -ENAMETOOLONG);
+  if (pp < 0) return make_int(env, -(XL_CREATE_LINK + ENAMETOOLONG)); /* the name, not the dir */
   int fd = open_tmpfile(dir, O_RDWR, mode);
   if (fd < 0) return make_int(env, fd);
   int r;
