@@ -19,8 +19,10 @@
  * -(XL_CREATE_LOCK + errno) when the lock failed, -(XL_CREATE_LINK + errno)
  * when the link did (so the caller names the step and the path in its error).
  * `dir` is the directory of `path`; `record` (a Buffer) is stamped in place
- * at `same` (stamp_record) and written whole; a failed write does not fail
- * the create (the record is informational, as in verify_record). -EOPNOTSUPP:
+ * at `same` (stamp_record) and written whole, without the modification
+ * time tag (no extra call; a later take of ours tags it, see record_tag); a
+ * failed write does not fail the create (the record is informational, as in
+ * verify_record). -EOPNOTSUPP:
  * this filesystem or system cannot create this way (create under a hidden
  * name instead); -(XL_CREATE_LINK + EEXIST): something is at `path` (try
  * another name). On failure nothing is left: the unnamed file is closed and
