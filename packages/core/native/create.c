@@ -22,12 +22,11 @@
  * at `same` (stamp_record) and written whole, without the modification
  * time tag (no extra call; a later take of ours tags it, see record_tag); a
  * failed write does not fail the create (the record is informational, as in
- * verify_record). -EOPNOTSUPP:
- * this filesystem or system cannot create this way (create under a hidden
- * name instead); -(XL_CREATE_LINK + EEXIST): something is at `path` (try
- * another name). On failure nothing is left: the unnamed file is closed and
- * so gone. flags & 1 (tests): link through /proc/self/fd, as kernels before
- * 6.10 need. */
+ * verify_record). -EOPNOTSUPP: this filesystem or system cannot create this
+ * way (create under a hidden name instead); -(XL_CREATE_LINK + EEXIST):
+ * something is at `path` (try another name). On failure nothing is left:
+ * the unnamed file is closed and so gone. flags & 1 (tests): link through
+ * /proc/self/fd, as kernels before 6.10 need. */
 napi_value js_create_tmpfile(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
