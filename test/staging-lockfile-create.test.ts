@@ -178,13 +178,28 @@ describe.runIf(haveTools('bindfs', 'fusermount3', 'python3'))('a FUSE filesystem
     expect(entries(m.path)).toEqual([]);
   });
 
-  // KNOWN BUG (not of the O_TMPFILE change; main has it): bindfs refuses
-  // RENAME_NOREPLACE (EINVAL), and renameNoReplace's fallback, link + unlink,
-  // gives the published name another kernel inode (libfuse's high-level API
-  // makes a node per name), with the same st_ino: the lock taken on the
-  // hidden name does not cover it, and no dev/ino check can tell. Flip to
-  // `test` once the fallback publishes the locked inode itself.
-  test.fails('the file is locked under its final name: another process is refused', async () => {
+  test('a taken name is retried there too; the file there is left alone', async () => {
+    await using d = await tempDir();
+    await using m = bindfs(d.path);
+    writeFileSync(join(m.path, 'lock-1'), 'theirs\n');
+    const names = ['lock-1', 'lock-2'];
+    const held = await createLocked(m.path, () => names.shift()!);
+    try {
+      expect(held.path).toBe(join(m.path, 'lock-2'));
+      expect(readFileSync(join(m.path, 'lock-1'), 'utf8')).toBe('theirs\n');
+      expect(entries(m.path)).toEqual(['lock-1', 'lock-2']);
+    } finally {
+      await held.release();
+    }
+  });
+
+  // bindfs refuses RENAME_NOREPLACE (EINVAL). renameNoReplace's fallback
+  // used to be link + unlink, which there gives the published name another
+  // kernel node (libfuse's high-level API makes one per name) with the same
+  // st_ino: the lock on the hidden name did not cover it, and no dev/ino
+  // check could tell. The fallback is a rename after checking the name is
+  // free, which keeps the locked node.
+  test('the file is locked under its final name: another process is refused', async () => {
     await using d = await tempDir();
     await using m = bindfs(d.path);
     const { held } = await createInFuse(m.path);

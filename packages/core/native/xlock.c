@@ -487,9 +487,16 @@ static napi_value js_rename_noreplace(napi_env env, napi_callback_info info) {
     return make_int(env, 0);
   if (errno != EINVAL && errno != ENOSYS) return make_int(env, -errno);
 #endif
-  /* Filesystems without RENAME_NOREPLACE: link refuses an existing target too. */
-  if (link(from, to) < 0) return make_int(env, -errno);
-  if (unlink(from) < 0) return make_int(env, -errno);
+  /* Filesystems without RENAME_NOREPLACE (FUSE's high-level API: bindfs,
+   * sshfs...). Not link + unlink: there the new name can be another node
+   * with the same inode number, which the lock taken on `from` does not
+   * cover. A plain rename keeps the locked file; it would replace a file
+   * created at `to` between the check and the rename, which only another
+   * creator picking the same random name at that moment can do. */
+  struct stat st;
+  if (lstat(to, &st) == 0) return make_int(env, -EEXIST);
+  if (errno != ENOENT) return make_int(env, -errno);
+  if (rename(from, to) < 0) return make_int(env, -errno);
   return make_int(env, 0);
 }
 
