@@ -5,19 +5,14 @@
  * (asynchronous: an fsync is slow). Every walk streams (`opendir`): memory
  * grows with the depth of a tree, never with the number of its entries.
  */
-import {
-  constants as fsc,
-  lstatSync,
-  mkdirSync,
-  opendirSync,
-  readFileSync,
-  rmdirSync,
-  unlinkSync,
-  type Dir,
-  type Stats,
-} from 'node:fs';
+import { constants as fsc, lstatSync, opendirSync, readFileSync, rmdirSync, unlinkSync, type Dir, type Stats } from 'node:fs';
 import { lstat, open, opendir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+
+import { checkPath, makeDirs, show } from '@x/core/internal';
+
+// One home for these (@x/core's internal entry point).
+export { checkPath, makeDirs, show };
 
 /** The errno code of `err`, if it has one. */
 export function errnoOf(err: unknown): string | undefined {
@@ -50,31 +45,6 @@ export function withPath(err: unknown, path: string): unknown {
   return err;
 }
 
-/**
- * Creates `dir` and its missing parents (with `mode`), one level at a time,
- * so that a failure reports its real cause (`EROFS`, `ENOSPC`, `EACCES`...)
- * with the path of the level that failed, where Node's recursive `mkdir`
- * says `ENOENT`. Returns whether `dir` itself was created by this call.
- */
-export function makeDirs(dir: string, mode: number): boolean {
-  try {
-    mkdirSync(dir, { mode });
-    return true;
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'EEXIST') return false; // a file there: the caller's stat says ENOTDIR
-    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
-  }
-  makeDirs(dirname(dir), mode);
-  try {
-    mkdirSync(dir, { mode });
-    return true;
-  } catch (err) {
-    if (errnoOf(err) !== 'EEXIST') throw err;
-    return false;
-  }
-}
-
 /** `lstat`, or `null` when nothing is at `path`. */
 export async function lstatOrNull(path: string): Promise<Stats | null> {
   try {
@@ -83,26 +53,6 @@ export async function lstatOrNull(path: string): Promise<Stats | null> {
     if (errnoOf(err) === 'ENOENT') return null;
     throw err;
   }
-}
-
-/** Renders a value for a TypeError message: `` `-1` (number) ``. */
-export function show(value: unknown): string {
-  let text: string;
-  try {
-    text = typeof value === 'string' ? JSON.stringify(value) : typeof value === 'function' ? 'function' : String(value);
-  } catch {
-    text = Object.prototype.toString.call(value);
-  }
-  if (text.length > 60) text = `${text.slice(0, 57)}...`;
-  return `\`${text}\` (${value === null ? 'null' : typeof value})`;
-}
-
-/** @throws TypeError naming `name` unless `value` is a non-empty string without NUL. */
-export function checkPath(value: unknown, name: string): string {
-  if (typeof value !== 'string' || value.length === 0 || value.includes('\0')) {
-    throw new TypeError(`Expected \`${name}\` to be a non-empty string without NUL bytes, got ${show(value)}`);
-  }
-  return value;
 }
 
 /** The error of a mount point met by a removal (never entered). */
