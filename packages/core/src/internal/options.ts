@@ -187,6 +187,11 @@ const defaults: Checked = Object.freeze({
   child: undefined,
 }) as Checked;
 
+/** The checked options of `{ backend }` alone, per backend. */
+const backendOnly = new Map<string, Checked>(
+  (['auto', 'kernel', 'flock', 'lease'] as const).map((backend) => [backend, Object.freeze({ ...defaults, backend })]),
+);
+
 function isChildProcess(v: unknown): v is ChildProcess {
   return typeof v === 'object' && v !== null && typeof (v as ChildProcess).once === 'function' && 'exitCode' in v;
 }
@@ -197,10 +202,17 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
   if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('options', 'an object', options);
   const o = options as Record<string, unknown>;
   // for-in with hasOwn: Object.keys' own enumerable keys, without its array.
+  let count = 0;
   for (const key in o) {
     if (!keys.has(key) && !extraKeys?.has(key) && Object.hasOwn(o, key)) {
       throw new TypeError(`Unknown option \`${key}\` (known: ${[...keys].join(', ')})`);
     }
+    count++;
+  }
+  // `{ backend }` alone, the common case: a shared, frozen result.
+  if (count === 1 && typeof o.backend === 'string') {
+    const preset = backendOnly.get(o.backend);
+    if (preset) return preset;
   }
   const backend = o.backend ?? 'auto';
   if (backend !== 'auto' && backend !== 'kernel' && backend !== 'flock' && backend !== 'lease')
