@@ -472,6 +472,15 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return make_int(env, close(fd) < 0 && errno != EINTR ? -errno : 0);
 }
 
+#define FUSE_MAGIC 0x65735546UL
+
+static int statfs_of(const char *path, struct statfs *sf) {
+  int r;
+  do r = statfs(path, sf);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
 /* renameNoReplace(from, to) -> 0 | -errno (EEXIST when `to` exists). Publishes
  * a locked staging file under its final name in one step. */
 static napi_value js_rename_noreplace(napi_env env, napi_callback_info info) {
@@ -487,16 +496,25 @@ static napi_value js_rename_noreplace(napi_env env, napi_callback_info info) {
     return make_int(env, 0);
   if (errno != EINVAL && errno != ENOSYS) return make_int(env, -errno);
 #endif
-  /* Filesystems without RENAME_NOREPLACE (FUSE's high-level API: bindfs,
-   * sshfs...). Not link + unlink: there the new name can be another node
-   * with the same inode number, which the lock taken on `from` does not
-   * cover. A plain rename keeps the locked file; it would replace a file
-   * created at `to` between the check and the rename, which only another
-   * creator picking the same random name at that moment can do. */
-  struct stat st;
-  if (lstat(to, &st) == 0) return make_int(env, -EEXIST);
-  if (errno != ENOENT) return make_int(env, -errno);
-  if (rename(from, to) < 0) return make_int(env, -errno);
+  /* Filesystems without RENAME_NOREPLACE. NFS (which refuses any rename
+   * flag): link refuses an existing target and keeps the inode, so link +
+   * unlink publishes the locked file atomically. FUSE (the high-level API:
+   * bindfs, sshfs): there a new link can be another node with the same
+   * inode number, which the lock on `from` does not cover, so a plain
+   * rename after checking that `to` is free: it keeps the locked node, and
+   * could replace only a file another creator made under the same name in
+   * between (the sweep's fixed-name claims: another sweeper of the same
+   * garbage). */
+  struct statfs sf;
+  if (statfs_of(from, &sf) == 0 && (unsigned long)sf.f_type == FUSE_MAGIC) {
+    struct stat st;
+    if (lstat(to, &st) == 0) return make_int(env, -EEXIST);
+    if (errno != ENOENT) return make_int(env, -errno);
+    if (rename(from, to) < 0) return make_int(env, -errno);
+    return make_int(env, 0);
+  }
+  if (link(from, to) < 0) return make_int(env, -errno);
+  if (unlink(from) < 0) return make_int(env, -errno);
   return make_int(env, 0);
 }
 

@@ -310,7 +310,10 @@ export interface CreateLockedOptions {
  * anything, so no other process can lock it between creation and our lock.
  * Where the filesystem has no `O_TMPFILE` (NFS, most FUSE filesystems) it is
  * created exclusively (`O_EXCL`) under a hidden name (`.xlock-*.tmp`) and
- * renamed without replacing instead. A taken name retries with a new one, up
+ * renamed without replacing instead (on a FUSE filesystem that refuses
+ * `RENAME_NOREPLACE`, a rename after checking the name is free: a file
+ * created under the same name in that instant would be replaced;
+ * docs/staging-protocol.md). A taken name retries with a new one, up
  * to `attempts`; other errors fail at once and leave no file behind. A crash
  * before the link leaves nothing with `O_TMPFILE`; without it, a crash
  * between the create and the rename can leave a hidden `.xlock-*.tmp` file: it is unlocked, so
