@@ -252,6 +252,22 @@ describe('create option', () => {
     expect(await exists(p)).toBe(true);
   });
 
+  test('an option that is a getter, inherited or not enumerable counts like any other', async () => {
+    await using d = await tempDir();
+    const p = join(d.path, 'a.lock');
+    class Options {
+      backend = 'kernel' as const;
+      get create() {
+        return false;
+      }
+    }
+    const hidden = Object.defineProperty({ backend: 'kernel' as const }, 'create', { value: false, enumerable: false });
+    for (const options of [new Options(), hidden]) {
+      expect(await osErrorOf(tryLock(p, options))).toMatchObject({ code: 'ENOENT', path: p });
+      expect(await readdir(d.path)).toEqual([]);
+    }
+  });
+
   test('false with a file deleted while we wait rejects ENOENT instead of creating it again', async () => {
     await using d = await tempDir();
     const p = join(d.path, 'a.lock');

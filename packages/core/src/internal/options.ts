@@ -192,6 +192,12 @@ const backendOnly = new Map<string, Checked>(
   (['auto', 'kernel', 'flock', 'lease'] as const).map((backend) => [backend, Object.freeze({ ...defaults, backend })]),
 );
 
+/** Whether no option but `backend` has a value. */
+function onlyBackend(o: Record<string, unknown>): boolean {
+  for (const key of keys) if (key !== 'backend' && o[key] !== undefined) return false;
+  return true;
+}
+
 function isChildProcess(v: unknown): v is ChildProcess {
   return typeof v === 'object' && v !== null && typeof (v as ChildProcess).once === 'function' && 'exitCode' in v;
 }
@@ -209,8 +215,10 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
     }
     count++;
   }
-  // `{ backend }` alone, the common case: a shared, frozen result.
-  if (count === 1 && typeof o.backend === 'string') {
+  // `{ backend }` alone, the common case: a shared, frozen result. Every
+  // other option is read as below would read it (a getter, an inherited or
+  // non-enumerable property counts), so the result is the same.
+  if (count === 1 && typeof o.backend === 'string' && onlyBackend(o)) {
     const preset = backendOnly.get(o.backend);
     if (preset) return preset;
   }
