@@ -16,6 +16,7 @@ import { lock, readOwner, tryLock } from '@x/core';
 import { reapAll } from './helpers/child.js';
 import { repoRoot } from './helpers/consumer.js';
 import { haveTools } from './helpers/tools.js';
+import { canMount, ext4Image } from './helpers/mounts.js';
 import { tempDir } from './helpers/tmp.js';
 import { goChild, useCsHelper } from './helpers/interop.js';
 
@@ -98,17 +99,77 @@ for (const backend of ['kernel', 'flock'] as const) {
       expect(readFileSync(p, 'utf8')).not.toContain(`"pid":${'9'.repeat(String(process.pid).length)},`);
     });
 
+    test.runIf(haveTools('touch'))(
+      "a tagged time copied onto another program's file of the same size does not make it ours",
+      async () => {
+        await using d = await tempDir();
+        const ours = join(d.path, 'ours.lock');
+        await (await tryLock(ours, { backend })).release(); // written and tagged
+        const theirs = join(d.path, 'theirs.lock');
+        const bytes = Buffer.alloc(statSync(ours).size, 'x');
+        writeFileSync(theirs, bytes);
+        expect(spawnSync('touch', ['-r', ours, theirs]).status).toBe(0);
+        expect(statSync(theirs, { bigint: true }).mtimeNs).toBe(statSync(ours, { bigint: true }).mtimeNs);
+        await (await tryLock(theirs, { backend, removeOnRelease: true })).release();
+        expect(readFileSync(theirs).equals(bytes)).toBe(true);
+      },
+    );
+
+    test.runIf(haveTools('strace', 'mkfs.ext4') && canMount())(
+      'where times keep whole seconds (ext4 with 128-byte inodes) a re-take reads the record and never re-tags',
+      async () => {
+        await using m = ext4Image(['-I', '128']);
+        const p = join(m.path, 'x.lock');
+        const log = join(m.path, 'strace.log');
+        const script = `
+import { tryLock } from '@x/core';
+for (let i = 0; i < 20; i++) await (await tryLock(process.argv[1], { backend: '${backend}' })).release();
+`;
+        const r = spawnSync(
+          'strace',
+          [
+            '-f',
+            '-qq',
+            '-y',
+            '-e',
+            'trace=pread64,pwrite64,utimensat',
+            '-o',
+            log,
+            process.execPath,
+            '--input-type=module',
+            '-e',
+            script,
+            p,
+          ],
+          { encoding: 'utf8', timeout: 60_000, cwd: repoRoot },
+        );
+        expect(r.status, r.stderr).toBe(0);
+        const onLock = readFileSync(log, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes(`${p}>`));
+        // One write, and the tag tried once after it (the time keeps no nanoseconds: it never holds).
+        expect(onLock.filter((l) => l.includes('pwrite64(')).length).toBe(1);
+        expect(onLock.filter((l) => l.includes('utimensat(')).length).toBe(1);
+        expect(onLock.filter((l) => l.includes('pread64(')).length).toBe(19);
+        expect((await readOwner(p))?.backend).toBe(backend);
+      },
+    );
+
     test.runIf(haveTools('strace'))('re-taking a file as we left it reads nothing (its mtime carries our tag)', async () => {
       await using d = await tempDir();
       const p = join(d.path, 'x.lock');
       const log = join(d.path, 'strace.log');
       const script = `
-import { utimesSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tryLock } from '@x/core';
-const cycle = async () => (await tryLock(process.argv[1], { backend: '${backend}' })).release();
+const p = process.argv[1];
+const cycle = async () => (await tryLock(p, { backend: '${backend}' })).release();
 await cycle();
-// Our record, but untagged (as a wait's grant leaves it; here: touched).
-utimesSync(process.argv[1], new Date(), new Date());
+// Our record, but untagged, as a wait's grant leaves it: the same bytes
+// written again (write(2), not pwrite), at a time with nanoseconds.
+const bytes = readFileSync(p);
+do writeFileSync(p, bytes);
+while (statSync(p, { bigint: true }).mtimeNs % 1000n === 0n);
 for (let i = 0; i < 20; i++) await cycle();
 `;
       const r = spawnSync(
@@ -120,8 +181,8 @@ for (let i = 0; i < 20; i++) await cycle();
       const onLock = readFileSync(log, 'utf8')
         .split('\n')
         .filter((l) => l.includes(`${p}>`));
-      // The first take writes the record into the empty file; after the touch, one take reads it
-      // (and tags it again); the 19 others neither read nor write.
+      // The first take writes the record into the empty file; after the rewrite, one take reads
+      // it (and tags it again); the 19 others neither read nor write.
       expect(onLock.filter((l) => l.includes('pwrite64(')).length).toBe(1);
       expect(onLock.filter((l) => l.includes('pread64(')).length).toBe(1);
     });

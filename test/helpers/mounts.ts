@@ -84,6 +84,35 @@ export function bindfs(source: string): Mount {
   };
 }
 
+/**
+ * A small ext4 filesystem in an image file, loop-mounted on a fresh
+ * directory and unmounted (image deleted) at scope end. `mkfsArgs` go to
+ * mkfs.ext4: `['-I', '128']` makes 128-byte inodes, which keep timestamps
+ * in whole seconds.
+ */
+export function ext4Image(mkfsArgs: string[], parent = tmpdir()): Mount {
+  const dir = mkdtempSync(join(parent, 'xlock-ext4-'));
+  const image = join(dir, 'fs.img');
+  const path = join(dir, 'mnt');
+  try {
+    run('truncate', ['-s', '16M', image]);
+    run('mkfs.ext4', ['-q', '-F', ...mkfsArgs, image]);
+    run('mkdir', [path]);
+    run('mount', ['-o', 'loop', image, path]);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    path,
+    [Symbol.asyncDispose]: async () => {
+      const r = spawnSync('umount', [path]);
+      if (r.status !== 0) spawnSync('umount', ['-l', path]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Remounts a mounted tmpfs read-only (after filling it with what a test needs). */
 export function remountReadOnly(m: Mount): void {
   run('mount', ['-o', 'remount,ro', m.path]);

@@ -255,11 +255,20 @@ void stamp_record(char *data, size_t len, size_t same) {
  * owner-record write is needed when the file already names us"). A
  * filesystem that keeps no nanoseconds (or a file we may not set times on)
  * never matches: the record is read, as before. A false match needs another
- * writer's timestamp to hit the same one of 999,999,999 values. */
-static long record_tag(const char *data, size_t same) {
+ * writer's timestamp to hit the same one of 999,999,999 values. The file's
+ * device and inode number are part of it, so a time copied from a tagged
+ * file onto another (touch -r, cp -p) does not match there. */
+static long record_tag(const char *data, size_t same, const struct stat *st) {
   uint64_t h = 14695981039346656037ULL; /* FNV-1a */
   for (size_t i = 0; i < same; i++) {
     h ^= (unsigned char)data[i];
+    h *= 1099511628211ULL;
+  }
+  /* And the file itself: a tagged time copied onto another file (touch -r,
+   * cp -p) does not carry over. */
+  uint64_t id[2] = {(uint64_t)st->st_dev, (uint64_t)st->st_ino};
+  for (size_t i = 0; i < sizeof id; i++) {
+    h ^= ((const unsigned char *)id)[i];
     h *= 1099511628211ULL;
   }
   long tag = 1 + (long)(h % 999999999ULL);
@@ -309,7 +318,7 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
   struct stat a;
   int held = held_at(fd, path, &a, 1);
   if (held != 0) return held;
-  long tag = data != NULL ? record_tag(data, same) : 0;
+  long tag = data != NULL ? record_tag(data, same, &a) : 0;
   /* Last written by this holder (see record_tag): nothing to read. */
   if (data != NULL && a.st_size == (off_t)len && a.st_mtim.tv_nsec == tag) return 0;
   if (a.st_size > 0) {
@@ -325,7 +334,10 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
     if (data != NULL) {
       if ((size_t)r < ours || memcmp(head, data, ours) != 0) return 3;
       if (a.st_size == (off_t)len && same <= (size_t)r && memcmp(head, data, same) == 0) {
-        if (tag_it) set_tag(fd, tag); /* ours, written untagged: tag it once */
+        /* Ours, untagged (a wait's grant wrote it): tag it once. Not where
+         * the time kept has no nanoseconds below a microsecond (seconds-
+         * only filesystems, FAT...): a tag never holds there. */
+        if (tag_it && a.st_mtim.tv_nsec % 1000 != 0) set_tag(fd, tag);
         return 0;
       }
     }
