@@ -1,5 +1,5 @@
 /** Argument checking: every bad argument is a TypeError naming it and its value. */
-import { resolve } from 'node:path';
+import { resolve, sep } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { LockError } from '../errors.js';
 
@@ -117,10 +117,12 @@ export function checkPath(value: unknown, name = 'path'): string {
 /**
  * `path` made absolute and normalized, like `path.resolve`, which costs a
  * lock cycle about 0.4 µs: a path that is already absolute and normal (no
- * empty, `.` or `..` segment, no trailing `/`) is returned as it is.
+ * empty, `.` or `..` segment, no trailing `/`) is returned as it is. POSIX
+ * only: Windows paths (drive letters, `\`) always go through `resolve`.
  */
 export function absolute(path: string): string {
   if (
+    posix &&
     path.charCodeAt(0) === 47 /* / */ &&
     path.charCodeAt(path.length - 1) !== 47 &&
     !path.includes('//') &&
@@ -133,6 +135,8 @@ export function absolute(path: string): string {
   }
   return resolve(path);
 }
+
+const posix = sep === '/';
 
 function fail(name: string, what: string, value: unknown): never {
   throw new TypeError(`Expected \`${name}\` to be ${what}, got ${show(value)}`);
