@@ -193,6 +193,30 @@ describe.runIf(haveTools('bindfs', 'fusermount3', 'python3'))('a FUSE filesystem
     }
   });
 
+  test.runIf(haveTools('strace'))(
+    'O_TMPFILE is tried once per directory: later creates there go to the hidden name at once',
+    async () => {
+      await using d = await tempDir();
+      await using m = bindfs(d.path);
+      await using logs = await tempDir();
+      const log = join(logs.path, 'strace.log');
+      const script = `
+import { createAndLock } from '@x/staging';
+for (let i = 0; i < 3; i++) await (await createAndLock(process.argv[1], 'lock-')).unlockAndDelete();
+`;
+      const r = spawnSync(
+        'strace',
+        ['-f', '-qq', '-e', 'trace=openat', '-o', log, process.execPath, '--input-type=module', '-e', script, m.path],
+        { encoding: 'utf8', timeout: 60_000, cwd: repoRoot },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const lines = readFileSync(log, 'utf8').split('\n');
+      expect(lines.filter((l) => l.includes('O_TMPFILE') && l.includes(m.path)).length).toBe(1);
+      expect(lines.filter((l) => l.includes('.xlock-') && l.includes('O_EXCL')).length).toBe(3);
+      expect(entries(m.path)).toEqual([]);
+    },
+  );
+
   // bindfs refuses RENAME_NOREPLACE (EINVAL). renameNoReplace's fallback
   // used to be link + unlink, which there gives the published name another
   // kernel node (libfuse's high-level API makes one per name) with the same

@@ -14,6 +14,13 @@ import { E, osError } from './oserror.js';
 let hiddenSeq = 0;
 const hiddenBase = `${process.pid.toString(36)}-${Math.floor(Math.random() * 2 ** 32).toString(36)}`;
 
+/**
+ * Directories where `O_TMPFILE` (or the link through /proc) was found
+ * unavailable: later creates there go to the hidden name at once, instead
+ * of paying a failing native call first (a network round trip on NFS).
+ */
+const noTmpfile = new Set<string>();
+
 /** createTmpfile's "something is at the path": try another name. */
 const TAKEN = E.EEXIST - CREATE_LINK;
 
@@ -36,7 +43,7 @@ const TAKEN = E.EEXIST - CREATE_LINK;
 export function createKernel(dir: string, nameFor: () => string, mode: number, attempts: number): { fd: number; path: string } {
   const a = native(dir);
   const rec = kernelRecord(selfPid);
-  let tmpfile = hooks.createNoTmpfile !== true;
+  let tmpfile = hooks.createNoTmpfile !== true && !noTmpfile.has(dir);
   let last = '';
   for (let i = 0; i < attempts; i++) {
     last = join(dir, nameFor());
@@ -48,6 +55,8 @@ export function createKernel(dir: string, nameFor: () => string, mode: number, a
       if (fd <= -CREATE_LOCK) throw osError(fd + CREATE_LOCK, 'fcntl', dir);
       if (fd !== E.EOPNOTSUPP) throw osError(fd, 'open', dir);
       tmpfile = false; // not here: this name, and the next ones, under a hidden name
+      if (noTmpfile.size >= 256) noTmpfile.clear(); // bounded: forgetting costs one failed open
+      noTmpfile.add(dir);
     }
     const fd = createHidden(a, dir, last, mode);
     if (fd >= 0) return { fd, path: last };
