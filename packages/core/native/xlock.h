@@ -4,7 +4,8 @@
  * lock calls on pooled threads; wait.c: the waits' N-API side; pidwatch.c:
  * watching a process for its exit; lease.c: the lease backend's publish and
  * release; create.c: createLocked's create; sweep.c: reclaiming a staging
- * entry; take.c: taking a lock in one call). Every symbol is hidden
+ * entry; take.c: taking a lock in one call; record.c: the check after a
+ * grant and the owner record; tmpfile.c: O_TMPFILE files). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
 #ifndef XLOCK_H
@@ -72,6 +73,9 @@ int verify_record(int fd, const char *path, char *data, size_t len, size_t ours,
 int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 /* Whether a file's first `n` bytes start like a lease backend's owner record. */
 int is_lease_record(const char *head, size_t n);
+/* record.c: verify() and unlinkHeld() (registered by xlock.c). */
+napi_value js_verify(napi_env env, napi_callback_info info);
+napi_value js_unlink_held(napi_env env, napi_callback_info info);
 /* take.c: open + lock + verify_record in one call (registered by xlock.c). */
 napi_value js_take(napi_env env, napi_callback_info info);
 

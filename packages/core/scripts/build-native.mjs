@@ -24,11 +24,20 @@ import { parseArgs } from 'node:util';
 const pkg = dirname(dirname(fileURLToPath(import.meta.url)));
 // xlock.c (primitives, shared helpers, module), pool.c (blocking calls on pooled
 // threads), wait.c (the waits' N-API side), pidwatch.c, lease.c (lease publish/release),
-// create.c (createLocked's create), sweep.c (a staging entry's reclaim), take.c (open+lock+check in one call);
-// xlock.h and pool.h join them.
-const sources = ['xlock.c', 'pool.c', 'wait.c', 'pidwatch.c', 'lease.c', 'create.c', 'sweep.c', 'take.c'].map((f) =>
-  join(pkg, 'native', f),
-);
+// create.c (createLocked's create), sweep.c (a staging entry's reclaim), take.c (open+lock+check in one call),
+// record.c (the check after a grant and the owner record), tmpfile.c (O_TMPFILE files); xlock.h and pool.h join them.
+const sources = [
+  'xlock.c',
+  'pool.c',
+  'wait.c',
+  'pidwatch.c',
+  'lease.c',
+  'create.c',
+  'sweep.c',
+  'take.c',
+  'record.c',
+  'tmpfile.c',
+].map((f) => join(pkg, 'native', f));
 const warnings = ['-Wall', '-Wextra', '-Wno-unused-parameter'];
 const common = ['-std=gnu11', '-O2', '-fPIC', '-fvisibility=hidden', ...warnings];
 

@@ -13,7 +13,7 @@ import { dirname } from 'node:path';
 import { LockError, lockedError } from '../errors.js';
 import { formatRecord, judgeKernelOwner, parseRecord, recordHead, RECORD_PREFIX, type LockOwner } from '../owner.js';
 import { holderLiveness, selfPid } from './identity.js';
-import { addon, kernelLocks, LockType, VERIFY_FAILED, type NativeAddon } from '../platform/native.js';
+import { addon, kernelLocks, LockType, TAKE_STEP, VERIFY_FAILED, type NativeAddon } from '../platform/native.js';
 import { leaseOnFile, nap } from './lease.js';
 import { makeDirs } from './dirs.js';
 import { hooks } from './hooks.js';
@@ -316,9 +316,6 @@ export function lockKernelNow(path: string, o: Checked, wait: boolean, recordOf?
   if (held === undefined) a.close(fd);
   return held;
 }
-
-/** take()'s error steps (native/take.c). */
-const TAKE_STEP = 0x10000;
 
 /**
  * Waits for the lock {@link lockKernelNow} found held; the inode check and

@@ -113,6 +113,8 @@ export const VERIFY_FAILED = 0x10000;
 export const CREATE_LOCK = 0x10000;
 /** See {@link CREATE_LOCK}. */
 export const CREATE_LINK = 0x20000;
+/** How take reports which step failed: `-(errno + step * TAKE_STEP)`, step 0 open, 1 fcntl, 2 the check (take.c). */
+export const TAKE_STEP = 0x10000;
 
 /** An opaque handle of a process watch (pidfd). */
 export type WatchHandle = object & { readonly __watch: unique symbol };
