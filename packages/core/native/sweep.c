@@ -34,6 +34,7 @@
  */
 #include "xlock.h"
 #include <dirent.h>
+#include <stddef.h>
 
 enum { SW_DONE = 0, SW_AGAIN = 1, SW_LIVE = 2, SW_GONE = 3, SW_LEASE = 4, SW_ERROR = 5 };
 /* The call that failed, as out[3]. */
@@ -229,6 +230,94 @@ static int remove_tree(walk *w, const char *name) {
   return 0;
 }
 
+/*
+ * One entry's reclaim (steps 1-3 above): SW_* code, results in out/errpath.
+ * `deadline` is the walk's (CLOCK_MONOTONIC ns).
+ */
+static int reclaim_entry(int root, const char *lock_name, char dirs[][NAME_BUF], uint32_t ndirs, int64_t deadline,
+                         int held, double *out, char *errpath) {
+  out[0] = 0;
+  out[1] = -1;
+  out[2] = 0;
+  out[3] = 0;
+  errpath[0] = '\0';
+
+  int fd = held;
+  if (fd < 0) {
+    do fd = openat(root, lock_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      if (errno == ENOENT) return SW_GONE;
+      out[2] = errno;
+      out[3] = SC_OPEN;
+      snprintf(errpath, PATH_BUF, "%s", lock_name);
+      return SW_ERROR;
+    }
+    int r;
+    do r = set_lock(fd, XL_EXCLUSIVE, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      if (e == EAGAIN || e == EACCES || e == EWOULDBLOCK) return SW_LIVE;
+      out[2] = e;
+      out[3] = SC_FCNTL;
+      snprintf(errpath, PATH_BUF, "%s", lock_name);
+      return SW_ERROR;
+    }
+    /* The unlinked-inode race: is what we locked still the file at the name? */
+    struct stat a, b;
+    int e = fstat(fd, &a) < 0 ? errno : a.st_nlink == 0 ? ENOENT
+            : fstatat(root, lock_name, &b, AT_SYMLINK_NOFOLLOW) < 0 ? errno
+            : (a.st_dev != b.st_dev || a.st_ino != b.st_ino) ? ENOENT : 0;
+    if (e) {
+      close(fd);
+      if (e == ENOENT) return SW_GONE;
+      out[2] = e;
+      out[3] = SC_STAT;
+      snprintf(errpath, PATH_BUF, "%s", lock_name);
+      return SW_ERROR;
+    }
+    if (a.st_size > 0) {
+      char head[64];
+      ssize_t n;
+      do n = pread(fd, head, sizeof head, 0);
+      while (n < 0 && errno == EINTR);
+      if (n > 0 && is_lease_record(head, (size_t)n)) {
+        close(fd);
+        return SW_LEASE;
+      }
+    }
+  }
+
+  walk w;
+  memset(&w, 0, sizeof w);
+  w.root = root;
+  w.dev = (dev_t)out[4]; /* the root's: set once by the caller */
+  w.deadline = deadline;
+  w.errpath = errpath;
+  int again = 0;
+  for (uint32_t i = 0; i < ndirs && !again; i++) again = remove_tree(&w, dirs[i]);
+  free(w.stack);
+  out[0] = w.bytes;
+  if (again) {
+    out[1] = fd;
+    return SW_AGAIN;
+  }
+  if (!w.err && unlinkat(root, lock_name, 0) < 0) {
+    w.err = errno;
+    w.sc = SC_UNLINK;
+    snprintf(errpath, PATH_BUF, "%s", lock_name);
+  }
+  close(fd);
+  if (w.err) {
+    out[2] = w.err;
+    out[3] = w.sc;
+    return SW_ERROR;
+  }
+  return SW_DONE;
+}
+
 /* Reads argument i as one path component (no '/', not empty, not . or ..) into buf. */
 static int arg_name(napi_env env, napi_value v, char *buf) {
   size_t len = 0;
@@ -283,88 +372,174 @@ napi_value js_reclaim(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "xlock: expected `errPath` to be a Buffer of 4096 bytes");
     return NULL;
   }
+  return make_int(env, reclaim_entry(root, lock_name, dirs, ndirs,
+                                     mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000, held,
+                                     odata, pdata));
+}
+
+/* Whether `s` (NUL-terminated) is an entry id: 1 to 13 of [0-9a-z]. Mirrors
+ * ID in packages/staging/src/naming.ts; a name this file does not accept
+ * goes to the JavaScript sweep, which classifies it (so this may only ever
+ * accept less than naming.ts, never more). */
+static int is_id(const char *s) {
+  size_t n = 0;
+  for (; s[n]; n++)
+    if (n == 13 || !((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'z'))) return 0;
+  return n > 0;
+}
+
+#define LOCK_PREFIX "lock-"
+#define CS_DIR_PREFIX "temp-dir-"
+
+enum { SB_END = 0, SB_SLICE = 1, SB_NAME = 2, SB_ERROR = 3, SB_COUNTED = 4, SB_READ_ERROR = 5 };
+enum { SB_EACH = 1 }; /* flags: return after each counted entry */
+
+/*
+ * sweep(rootFd, budgetUs, flags, buf, out, errPath) -> code: the sweep's
+ * loop over the root, so that the common names cost JavaScript nothing (no
+ * string, no object per name: memory stays flat however many entries
+ * there are). Reads the root with getdents64 into `buf` (the caller's, kept
+ * across calls; out[5] and out[6] are the read position and length in it,
+ * 0 and 0 at the start) and handles, until about `budgetUs` have passed:
+ *   lock-<id>          reclaim_entry (both directory names): removed,
+ *                      live and bytes counted in out[9], out[10], out[11]
+ *                      (set by each call); gone: not counted;
+ *   <id>, temp-dir-<id>  skipped when lock-<id> exists (its own entry
+ *                      decides) or when the name is gone;
+ *   . and ..           skipped.
+ * Any other name, and a lock-<id> whose reclaim needs the caller (a lease
+ * record; out of time with the lock held in out[1] and the bytes so far in
+ * out[0]), returns SB_NAME with the name at out[7] (offset in buf) and
+ * out[8] (length): the caller handles it, then calls again. A failed reclaim
+ * returns SB_ERROR (name likewise; errno, call and path as reclaim's). Codes:
+ * SB_END (the root is read), SB_SLICE (out of time), SB_COUNTED (with flag
+ * SB_EACH, after each entry counted), SB_READ_ERROR (getdents64: errno in
+ * out[2]). The caller must not run it with a mount point of the mount table
+ * under the root (those entries need the JavaScript path's fence).
+ */
+napi_value js_sweep(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t root, budget_us, flags;
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, "xlock: sweep takes 6 arguments");
+    return NULL;
+  }
+  if (!arg_int(env, argv, argc, 0, "rootFd", &root) || !arg_int(env, argv, argc, 1, "budgetUs", &budget_us) ||
+      !arg_int(env, argv, argc, 2, "flags", &flags))
+    return NULL;
+  void *bdata = NULL, *odata = NULL, *pdata = NULL;
+  size_t blen = 0, olen = 0, plen = 0;
+  bool is_buf = false;
+  napi_typedarray_type tt;
+  CHECK(napi_is_buffer(env, argv[3], &is_buf));
+  if (!is_buf || napi_get_buffer_info(env, argv[3], &bdata, &blen) != napi_ok || blen < 1024) {
+    napi_throw_type_error(env, NULL, "xlock: expected `buf` to be a Buffer of at least 1024 bytes");
+    return NULL;
+  }
+  if (napi_get_typedarray_info(env, argv[4], &tt, &olen, &odata, NULL, NULL) != napi_ok ||
+      tt != napi_float64_array || olen < 12) {
+    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 12");
+    return NULL;
+  }
+  CHECK(napi_is_buffer(env, argv[5], &is_buf));
+  if (!is_buf || napi_get_buffer_info(env, argv[5], &pdata, &plen) != napi_ok || plen < PATH_BUF) {
+    napi_throw_type_error(env, NULL, "xlock: expected `errPath` to be a Buffer of 4096 bytes");
+    return NULL;
+  }
+  char *buf = bdata;
   double *out = odata;
   char *errpath = pdata;
+  if (!(out[5] >= 0 && out[5] <= out[6] && out[6] <= (double)blen)) {
+    napi_throw_type_error(env, NULL, "xlock: sweep's read position is outside `buf`");
+    return NULL;
+  }
+  long pos = (long)out[5], len = (long)out[6];
   out[0] = 0;
   out[1] = -1;
-  out[2] = 0;
-  out[3] = 0;
-  errpath[0] = '\0';
-
-  int fd = held;
-  if (fd < 0) {
-    do fd = openat(root, lock_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-      if (errno == ENOENT) return make_int(env, SW_GONE);
-      out[2] = errno;
-      out[3] = SC_OPEN;
-      snprintf(errpath, PATH_BUF, "%s", lock_name);
-      return make_int(env, SW_ERROR);
-    }
-    int r;
-    do r = set_lock(fd, XL_EXCLUSIVE, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
-      int e = errno;
-      close(fd);
-      if (e == EAGAIN || e == EACCES || e == EWOULDBLOCK) return make_int(env, SW_LIVE);
-      out[2] = e;
-      out[3] = SC_FCNTL;
-      snprintf(errpath, PATH_BUF, "%s", lock_name);
-      return make_int(env, SW_ERROR);
-    }
-    /* The unlinked-inode race: is what we locked still the file at the name? */
-    struct stat a, b;
-    int e = fstat(fd, &a) < 0 ? errno : a.st_nlink == 0 ? ENOENT
-            : fstatat(root, lock_name, &b, AT_SYMLINK_NOFOLLOW) < 0 ? errno
-            : (a.st_dev != b.st_dev || a.st_ino != b.st_ino) ? ENOENT : 0;
-    if (e) {
-      close(fd);
-      if (e == ENOENT) return make_int(env, SW_GONE);
-      out[2] = e;
-      out[3] = SC_STAT;
-      snprintf(errpath, PATH_BUF, "%s", lock_name);
-      return make_int(env, SW_ERROR);
-    }
-    if (a.st_size > 0) {
-      char head[64];
-      ssize_t n;
-      do n = pread(fd, head, sizeof head, 0);
+  out[9] = out[10] = out[11] = 0;
+  int64_t deadline = mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+  int code;
+  for (;;) {
+    if (pos >= len) {
+      long n;
+      do n = syscall(SYS_getdents64, root, buf, blen);
       while (n < 0 && errno == EINTR);
-      if (n > 0 && is_lease_record(head, (size_t)n)) {
-        close(fd);
-        return make_int(env, SW_LEASE);
+      if (n < 0) {
+        out[2] = errno;
+        code = SB_READ_ERROR;
+        break;
+      }
+      pos = 0;
+      len = n;
+      if (n == 0) {
+        code = SB_END;
+        break;
       }
     }
+    struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + pos);
+    long at = pos + (long)offsetof(struct linux_dirent64, d_name);
+    pos += d->d_reclen;
+    const char *name = d->d_name;
+    out[7] = (double)at;
+    out[8] = (double)strlen(name);
+    int counted = 0;
+    code = -1;
+    if (name[0] == '.') {
+      if (name[1] != '\0' && !(name[1] == '.' && name[2] == '\0')) code = SB_NAME; /* hidden, marker: JS */
+    } else if (strncmp(name, LOCK_PREFIX, sizeof LOCK_PREFIX - 1) == 0 && is_id(name + sizeof LOCK_PREFIX - 1)) {
+      const char *id = name + sizeof LOCK_PREFIX - 1;
+      char dirs[2][NAME_BUF];
+      snprintf(dirs[0], NAME_BUF, "%s", id);
+      snprintf(dirs[1], NAME_BUF, CS_DIR_PREFIX "%s", id);
+      int64_t now = mono_ns(), grace = now + 1000000; /* an entry started gets 1 ms at least */
+      int r = reclaim_entry(root, name, dirs, 2, deadline > grace ? deadline : grace, -1, out, errpath);
+      if (r == SW_DONE) {
+        out[9]++;
+        out[11] += out[0];
+        counted = 1;
+      } else if (r == SW_LIVE) {
+        out[10]++;
+        counted = 1;
+      } else if (r == SW_ERROR) {
+        code = SB_ERROR;
+      } else if (r != SW_GONE) {
+        code = SB_NAME; /* SW_LEASE, SW_AGAIN (out[0], out[1] say how far) */
+      }
+      if (code < 0) out[0] = 0;
+    } else {
+      const char *id = strncmp(name, CS_DIR_PREFIX, sizeof CS_DIR_PREFIX - 1) == 0
+                           ? name + sizeof CS_DIR_PREFIX - 1
+                           : name;
+      if (is_id(id)) {
+        char lock_name[NAME_BUF];
+        struct stat st;
+        snprintf(lock_name, NAME_BUF, LOCK_PREFIX "%s", id);
+        if (fstatat(root, lock_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+          /* its lock file's entry decides */
+        } else if (errno != ENOENT) {
+          code = SB_NAME; /* the caller reports it */
+        } else if (fstatat(root, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
+          code = SB_NAME; /* no lock file: an orphan, or containers/storage's (skipped) */
+        }
+      } else {
+        code = SB_NAME; /* fits neither layout: the caller reports it as skipped */
+      }
+    }
+    if (code >= 0) break;
+    if (counted && (flags & SB_EACH)) {
+      code = SB_COUNTED;
+      break;
+    }
+    if (mono_ns() >= deadline) {
+      code = SB_SLICE;
+      break;
+    }
   }
-
-  walk w;
-  memset(&w, 0, sizeof w);
-  w.root = root;
-  w.dev = (dev_t)out[4]; /* the root's: set once by the caller */
-  w.deadline = mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000;
-  w.errpath = errpath;
-  int again = 0;
-  for (uint32_t i = 0; i < ndirs && !again; i++) again = remove_tree(&w, dirs[i]);
-  free(w.stack);
-  out[0] = w.bytes;
-  if (again) {
-    out[1] = fd;
-    return make_int(env, SW_AGAIN);
-  }
-  if (!w.err && unlinkat(root, lock_name, 0) < 0) {
-    w.err = errno;
-    w.sc = SC_UNLINK;
-    snprintf(errpath, PATH_BUF, "%s", lock_name);
-  }
-  close(fd);
-  if (w.err) {
-    out[2] = w.err;
-    out[3] = w.sc;
-    return make_int(env, SW_ERROR);
-  }
-  return make_int(env, SW_DONE);
+  out[5] = (double)pos;
+  out[6] = (double)len;
+  return make_int(env, code);
 }
 
 /* lookup(rootFd, name) -> 1 when something is at `name` in the root (never

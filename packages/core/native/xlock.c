@@ -281,6 +281,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"createTmpfile", NULL, js_create_tmpfile, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reclaim", NULL, js_reclaim, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lookup", NULL, js_lookup, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sweep", NULL, js_sweep, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value kind, abi;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)

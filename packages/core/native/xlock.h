@@ -48,10 +48,10 @@ enum { XL_UNLOCK = 0, XL_SHARED = 1, XL_EXCLUSIVE = 2, XL_FLOCK = 4 };
  * (src/platform/native.ts, ADDON_ABI) refuses an addon built with another
  * one, since the JS side relies on what each export takes and returns (a
  * wait given a path verifies before it resolves, since 2; `take`, since
- * 3; createTmpfile, since 4). Bump both with
+ * 3; createTmpfile, since 4; `sweep`, since 5). Bump both with
  * any such change. -DXLOCK_ABI=n builds another one (tests). */
 #ifndef XLOCK_ABI
-#define XLOCK_ABI 4
+#define XLOCK_ABI 5
 #endif
 
 #define CHECK(call)                                                            \
@@ -131,5 +131,6 @@ napi_value js_unwatch_pid(napi_env env, napi_callback_info info);
 /* sweep.c: one staging entry's reclaim for @x/staging's recovery sweep. */
 napi_value js_reclaim(napi_env env, napi_callback_info info);
 napi_value js_lookup(napi_env env, napi_callback_info info);
+napi_value js_sweep(napi_env env, napi_callback_info info);
 
 #endif

@@ -41,7 +41,35 @@ export interface ReclaimFailure {
  */
 export type ReclaimResult = number | 'live' | 'gone' | 'lease' | 'again' | ReclaimFailure;
 
+/**
+ * Where {@link EntryReclaimer.step} stopped: `end` (the whole root is read),
+ * `slice` (its time is up), `counted` (one entry counted, when asked to stop
+ * after each), `name` (a name the caller must handle itself: `name`), or
+ * `error` (lock file `name`'s reclaim failed: `failure`).
+ * @internal
+ */
+export type SweepStep =
+  | { readonly stop: 'end' | 'slice' | 'counted'; readonly removed: number; readonly live: number; readonly bytes: number }
+  | {
+      readonly stop: 'name';
+      readonly removed: number;
+      readonly live: number;
+      readonly bytes: number;
+      readonly name: string;
+    }
+  | {
+      readonly stop: 'error';
+      readonly removed: number;
+      readonly live: number;
+      readonly bytes: number;
+      readonly name: string;
+      readonly failure: ReclaimFailure;
+    };
+
 const codes = ['done', 'again', 'live', 'gone', 'lease', 'error'] as const;
+const steps = ['end', 'slice', 'name', 'error', 'counted'] as const;
+/** Bytes of the root's listing read per system call (the sweep's only memory for it). */
+const READ_BUF = 32 * 1024;
 const syscalls = ['open', 'fcntl', 'lstat', 'unlink', 'rmdir', 'scandir', 'rmdir'];
 const MOUNT = 6;
 const errors = getSystemErrorMap();
@@ -54,7 +82,10 @@ const errors = getSystemErrorMap();
 export class EntryReclaimer {
   readonly #root: string;
   readonly #fd: number;
-  readonly #out = new Float64Array(5);
+  /** The native calls' results (native/sweep.c: js_reclaim, js_sweep). */
+  readonly #out = new Float64Array(12);
+  /** The root's listing being read by {@link EntryReclaimer.step}. */
+  #buf: Buffer | null = null;
   readonly #errPath = Buffer.alloc(4096);
   /** The lock held across `again` results, and the bytes deleted so far. */
   #held = -1;
@@ -108,6 +139,40 @@ export class EntryReclaimer {
     this.#bytes = 0;
     if (code === 'done') return bytes;
     if (code !== 'error') return code!;
+    return this.#failure();
+  }
+
+  /**
+   * Sweeps on through the root's listing for about `budgetMs`: reads it and
+   * reclaims each `lock-<id>` natively, skips each `<id>` or
+   * `temp-dir-<id>` whose lock file exists or that is gone, and stops at
+   * any other name (see {@link SweepStep}; native/sweep.c, js_sweep). The
+   * counts are those of this call. With `each`, it stops after every entry
+   * counted. Only for a root without mount points of the mount table under
+   * it. Null when the loaded addon cannot (an older build).
+   * @throws an OS error with the root's path when the root cannot be read
+   */
+  step(budgetMs: number, each: boolean): SweepStep | null {
+    if (typeof addon?.sweep !== 'function') return null;
+    const out = this.#out;
+    const buf = (this.#buf ??= Buffer.allocUnsafe(READ_BUF));
+    const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
+    const r = addon.sweep(this.#fd, budgetUs, each ? 1 : 0, buf, out, this.#errPath);
+    const stop = steps[r];
+    const counts = { removed: out[9]!, live: out[10]!, bytes: out[11]! };
+    if (stop === undefined) throw osError(-out[2]!, 'scandir', this.#root);
+    if (stop !== 'name' && stop !== 'error') return { stop, ...counts };
+    const name = buf.toString('utf8', out[7]!, out[7]! + out[8]!);
+    if (stop === 'error') return { stop, ...counts, name, failure: this.#failure() };
+    // A reclaim that ran out of time: the lock stays held for reclaim(name).
+    this.#held = out[1]!;
+    this.#bytes = this.#held >= 0 ? out[0]! : 0;
+    return { stop, ...counts, name };
+  }
+
+  /** The failure the last native call left in `out` and the error path. */
+  #failure(): ReclaimFailure {
+    const out = this.#out;
     const errno = out[2]!;
     const rel = this.#errPath.toString('utf8', 0, this.#errPath.indexOf(0));
     const [code2, message] = errors.get(-errno) ?? [`E${errno}`, 'unknown error'];

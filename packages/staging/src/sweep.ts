@@ -4,7 +4,7 @@
  * ("Recovery").
  */
 import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
-import { EntryReclaimer, type ReclaimResult } from '@x/core/sweep';
+import { EntryReclaimer, type ReclaimFailure, type ReclaimResult } from '@x/core/sweep';
 import { opendirSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
@@ -133,31 +133,19 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
 
   const fence = fenceOf(root);
   const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
+  const progress = onProgress as ((p: RecoverProgress) => void) | undefined;
   const slicer = new Slicer();
-  // Read synchronously, in chunks of ROOT_CHUNK names, within the slices.
-  const dir = opendirSync(root, { bufferSize: ROOT_CHUNK });
-  let native: EntryReclaimer | null = null;
+  // A dry run takes no lock: it probes (JS). Without the native reclaim (an
+  // older addon), the JS path does each step.
+  const native = dryRun ? null : EntryReclaimer.open(root);
   try {
-    // A dry run takes no lock: it probes (JS). Without the native reclaim (an
-    // older addon), the JS path does each step.
-    native = dryRun ? null : EntryReclaimer.open(root);
     const sweep: Sweep = { root, fence, dryRun, slicer, native };
-    // The fast path needs no mount fence per entry (usually there is none).
-    const fast = native && fence.mounts.size === 0 ? native : null;
-    for (let d = dir.readSync(); d !== null; d = dir.readSync()) {
-      if (signal?.aborted) break;
-      let outcome: Outcome | undefined;
-      try {
-        if (fast) outcome = sweepFast(fast, slicer, d.name);
-        outcome ??= await sweepName(sweep, d.name);
-      } catch (err) {
-        outcome = { kind: 'error', path: join(root, d.name), error: asError(err) };
-      }
-      if (slicer.due()) await slicer.yield();
-      if (outcome.kind === 'skip') continue;
+    /** Counts one name's outcome; whether it was an entry. */
+    const tally = (outcome: Outcome): boolean => {
+      if (outcome.kind === 'skip') return false;
       if (outcome.kind === 'skipped') {
         report.skipped.push({ path: outcome.path, reason: outcome.reason });
-        continue;
+        return false;
       }
       report.scanned++;
       if (outcome.kind === 'live') report.live++;
@@ -165,36 +153,75 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
         report.removed++;
         report.bytesFreed += outcome.bytes;
       } else report.errors.push({ path: outcome.path, error: outcome.error });
-      (onProgress as ((p: RecoverProgress) => void) | undefined)?.(progressOf(report));
+      return true;
+    };
+    /** One name the native loop left to us (or, without it, every name). */
+    const one = async (name: string): Promise<void> => {
+      let outcome: Outcome;
+      try {
+        outcome = await sweepName(sweep, name);
+      } catch (err) {
+        outcome = { kind: 'error', path: join(root, name), error: asError(err) };
+      }
+      if (tally(outcome)) progress?.(progressOf(report));
+    };
+    // The usual case (no mount point under the root): the native loop reads
+    // the root and settles the common names; only the others reach JS.
+    if (native && fence.mounts.size === 0 && (await sweepNative(native, report, slicer, one, signal, progress))) {
+      signal?.throwIfAborted();
+      return report;
+    }
+    // Read synchronously, in chunks of ROOT_CHUNK names, within the slices.
+    const dir = opendirSync(root, { bufferSize: ROOT_CHUNK });
+    try {
+      for (let d = dir.readSync(); d !== null; d = dir.readSync()) {
+        if (signal?.aborted) break;
+        await one(d.name);
+        if (slicer.due()) await slicer.yield();
+      }
+    } finally {
+      dir.closeSync();
     }
   } finally {
     native?.close();
-    dir.closeSync();
   }
   signal?.throwIfAborted();
   return report;
 }
 
-const dirPair = ['', ''];
-
 /**
- * The common cases in one synchronous step, no promise: a lock file whose
- * entry the native reclaim settles (removed, live, gone, failed), and a
- * directory whose lock file exists or that is gone. Anything else
- * (undefined) goes the general way, {@link sweepName}, which also finishes
- * a reclaim that ran out of time (the lock stays held in `native`).
+ * The sweep's loop in native steps ({@link EntryReclaimer.step}): no string
+ * or object per entry in JS, so memory stays flat however many entries
+ * the root has. `one` handles the names the native loop leaves to JS.
+ * False, having done nothing, when the addon has no native loop.
  */
-function sweepFast(native: EntryReclaimer, slicer: Slicer, name: string): Outcome | undefined {
-  const k = classify(name);
-  if (k.kind === 'dir') {
-    if (native.has(LOCK_PREFIX + k.id)) return skip;
-    return native.has(name) ? undefined : skip;
+async function sweepNative(
+  native: EntryReclaimer,
+  report: RecoverReport,
+  slicer: Slicer,
+  one: (name: string) => Promise<void>,
+  signal: AbortSignal | undefined,
+  progress: ((p: RecoverProgress) => void) | undefined,
+): Promise<boolean> {
+  for (;;) {
+    if (signal?.aborted) return true;
+    // With onProgress, one entry per step: it is called after each.
+    const s = native.step(slicer.remaining(), progress !== undefined);
+    if (s === null) return false;
+    report.scanned += s.removed + s.live;
+    report.removed += s.removed;
+    report.live += s.live;
+    report.bytesFreed += s.bytes;
+    if (s.stop === 'end') return true;
+    if (s.stop === 'counted') progress?.(progressOf(report));
+    else if (s.stop === 'name') await one(s.name);
+    else if (s.stop === 'error') {
+      report.scanned++;
+      report.errors.push({ path: s.failure.entry, error: failureError(s.failure) });
+      progress?.(progressOf(report));
+    }
+    if (slicer.due()) await slicer.yield();
   }
-  if (k.kind !== 'lock') return undefined;
-  dirPair[0] = k.id;
-  dirPair[1] = dirName(k.id, 'containers-storage');
-  const r = native.reclaim(name, dirPair, slicer.remaining());
-  return typeof r === 'string' && (r === 'again' || r === 'lease') ? undefined : settled(r);
 }
 
 /** The outcome of a final native result. */
@@ -202,8 +229,12 @@ function settled(r: Exclude<ReclaimResult, 'again' | 'lease'>): Outcome {
   if (typeof r === 'number') return { kind: 'removed', bytes: r };
   if (r === 'live') return live;
   if (r === 'gone') return skip;
-  const error = r.mountPoint ? mountPoint(r.path) : osError(r.code, r.syscall, r.path, r.message);
-  return { kind: 'error', path: r.entry, error };
+  return { kind: 'error', path: r.entry, error: failureError(r) };
+}
+
+/** The error of a failed native reclaim. */
+function failureError(r: ReclaimFailure): Error {
+  return r.mountPoint ? mountPoint(r.path) : osError(r.code, r.syscall, r.path, r.message);
 }
 
 /** One sweep's settings and state. */

@@ -98,13 +98,19 @@ export interface NativeAddon {
   ): number;
   /** 1 when something is at `name` in the directory `rootFd`, 0 when not, -errno (native/sweep.c). */
   lookup?(rootFd: number, name: string): number;
+  /**
+   * The sweep's loop over the root: reads it (getdents64 into `buf`) and
+   * settles the common names natively, returning for the others
+   * (native/sweep.c, js_sweep, says how).
+   */
+  sweep?(rootFd: number, budgetUs: number, flags: number, buf: Buffer, out: Float64Array, errPath: Buffer): number;
 }
 
 /**
  * The addon interface this code needs: XLOCK_ABI in native/xlock.h, bumped
  * together whenever an export's arguments or results change.
  */
-export const ADDON_ABI = 4;
+export const ADDON_ABI = 5;
 
 /** How a wait given a path reports a failed check after the grant: `-(VERIFY_FAILED + errno)`. */
 export const VERIFY_FAILED = 0x10000;
