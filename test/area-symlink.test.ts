@@ -55,12 +55,30 @@ test('a symlink planted in a stale staging directory is unlinked; its target out
   const rootBefore = snapshot(root);
   const dry = await area.recover({ dryRun: true });
   // The links are not followed when measuring: only the 16-byte payload counts.
-  expect(dry).toEqual({ scanned: 1, removed: 1, live: 0, bytesFreed: 16, errors: [], skipped: [] });
+  expect(dry).toEqual({
+    scanned: 1,
+    removed: 1,
+    live: 0,
+    bytesFreed: 16,
+    errors: [],
+    errorsOmitted: 0,
+    skipped: [],
+    skippedOmitted: 0,
+  });
   expect(snapshot(root)).toEqual(rootBefore);
   expect(state(outside)).toEqual(before);
 
   const report = await area.recover();
-  expect(report).toEqual({ scanned: 1, removed: 1, live: 0, bytesFreed: 16, errors: [], skipped: [] });
+  expect(report).toEqual({
+    scanned: 1,
+    removed: 1,
+    live: 0,
+    bytesFreed: 16,
+    errors: [],
+    errorsOmitted: 0,
+    skipped: [],
+    skippedOmitted: 0,
+  });
   expect(rootNames(root)).toEqual([]); // links and entry gone
   expect(state(outside)).toEqual(before); // the targets untouched
 });
@@ -99,7 +117,16 @@ test('a stale entry whose <id> was replaced by a symlink to a directory outside:
   const before = state(outside);
 
   const report = await area.recover();
-  expect(report).toEqual({ scanned: 1, removed: 1, live: 0, bytesFreed: 0, errors: [], skipped: [] });
+  expect(report).toEqual({
+    scanned: 1,
+    removed: 1,
+    live: 0,
+    bytesFreed: 0,
+    errors: [],
+    errorsOmitted: 0,
+    skipped: [],
+    skippedOmitted: 0,
+  });
   expect(rootNames(root)).toEqual([]);
   expect(state(outside)).toEqual(before);
 });
@@ -135,7 +162,9 @@ test('lock-<id> planted as a symlink to a file outside (with <id> a symlink to a
       live: 0,
       bytesFreed: 16 * (1 - sweep),
       errors: 2,
+      errorsOmitted: 0,
       skipped: [],
+      skippedOmitted: 0,
     });
     expect(state(outside)).toEqual(before);
   }

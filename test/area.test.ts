@@ -384,7 +384,9 @@ describe('recover', () => {
       live: 0,
       bytesFreed: 100 + 5 + 200 + 3,
       errors: [],
+      errorsOmitted: 0,
       skipped: [{ path: join(root, 'lock-'), reason: expect.stringMatching(/layout/) as unknown }],
+      skippedOmitted: 0,
     });
     expect(entries(root)).toEqual(['.keep', 'lock-']);
     expect(progress.map((p) => p.scanned)).toEqual([1, 2, 3, 4]);
@@ -409,13 +411,31 @@ describe('recover', () => {
 
     const before = snapshot(root);
     const dry = await area.recover({ dryRun: true });
-    expect(dry).toEqual({ scanned: 3, removed: 1, live: 2, bytesFreed: 70, errors: [], skipped: [] });
+    expect(dry).toEqual({
+      scanned: 3,
+      removed: 1,
+      live: 2,
+      bytesFreed: 70,
+      errors: [],
+      errorsOmitted: 0,
+      skipped: [],
+      skippedOmitted: 0,
+    });
     expect(snapshot(root)).toEqual(before); // a dry run changes nothing
 
     const liveBefore = snapshot(theirs.path);
     const oursBefore = snapshot(ours.path);
     const report = await area.recover();
-    expect(report).toEqual({ scanned: 3, removed: 1, live: 2, bytesFreed: 70, errors: [], skipped: [] });
+    expect(report).toEqual({
+      scanned: 3,
+      removed: 1,
+      live: 2,
+      bytesFreed: 70,
+      errors: [],
+      errorsOmitted: 0,
+      skipped: [],
+      skippedOmitted: 0,
+    });
     expect(existsSync(stale.path) || existsSync(stale.lockPath)).toBe(false);
     expect(snapshot(theirs.path)).toEqual(liveBefore);
     expect(snapshot(ours.path)).toEqual(oursBefore);
@@ -443,7 +463,16 @@ describe('recover', () => {
 
     const before = snapshot(join(root, id));
     const report = await area.recover();
-    expect(report).toEqual({ scanned: 2, removed: 1, live: 1, bytesFreed: 16, errors: [], skipped: [] });
+    expect(report).toEqual({
+      scanned: 2,
+      removed: 1,
+      live: 1,
+      bytesFreed: 16,
+      errors: [],
+      errorsOmitted: 0,
+      skipped: [],
+      skippedOmitted: 0,
+    });
     expect(snapshot(join(root, id))).toEqual(before);
     expect(existsSync(join(root, `lock-${id}`))).toBe(true);
     expect(existsSync(stale.path)).toBe(false);
@@ -462,7 +491,9 @@ describe('recover', () => {
       live: 0,
       bytesFreed: 'python writer'.length,
       errors: [],
+      errorsOmitted: 0,
       skipped: [],
+      skippedOmitted: 0,
     });
     expect(entries(root)).toEqual([]);
   });

@@ -53,7 +53,19 @@ const ENTRY_KEYS = [
 const ROOT_KEYS = ['kind', 'root', 'entries', 'held', 'stale', 'unknown'].sort();
 /** The owner fields of `status --json` for a lock file or entry that names no one. */
 const NO_OWNER = { pid: null, hostname: null, backend: null, age: null, startedAt: null, shared: null, holders: null };
-const RECOVER_KEYS = ['root', 'dryRun', 'scanned', 'removed', 'live', 'bytesFreed', 'elapsedMs', 'errors', 'skipped'].sort();
+const RECOVER_KEYS = [
+  'root',
+  'dryRun',
+  'scanned',
+  'removed',
+  'live',
+  'bytesFreed',
+  'elapsedMs',
+  'errors',
+  'errorsOmitted',
+  'skipped',
+  'skippedOmitted',
+].sort();
 
 describe('run', () => {
   test("exits with the command's own status, holds the lock while it runs, and leaves it free with an owner record", async () => {

@@ -126,7 +126,9 @@ describe.skipIf(!go)("recovery in a root shared with containers/storage's tempdi
         live: 3,
         bytesFreed: 'layer'.length + 16,
         errors: [],
+        errorsOmitted: 0,
         skipped: [join(root, 'Backups'), join(root, 'notes.txt'), join(root, 'temp-dir-4000000001')].sort(),
+        skippedOmitted: 0,
       });
     }
     expect(existsSync(join(root, `temp-dir-${liveId}`, '0-layer'))).toBe(true);
@@ -185,7 +187,15 @@ describe.skipIf(!go)("containers/storage's own recovery (RecoverStaleDirs) in a 
     expect(existsSync(ourStale.path)).toBe(true); // not a name of its layout
 
     const report = await area.recover();
-    expect(report).toMatchObject({ scanned: 2, removed: 1, live: 1, errors: [], skipped: [] });
+    expect(report).toMatchObject({
+      scanned: 2,
+      removed: 1,
+      live: 1,
+      errors: [],
+      errorsOmitted: 0,
+      skipped: [],
+      skippedOmitted: 0,
+    });
     expect(existsSync(ourStale.path)).toBe(false);
     expect(await ourWriter.finish()).toBe(0);
   });
@@ -205,7 +215,16 @@ describe("recovery of containers/storage's layout (no Go needed)", () => {
     }
     // A directory listed after its lock file was reclaimed is gone, not "a temp-dir without its lock".
     const report = await area.recover();
-    expect(report).toEqual({ scanned: 16, removed: 16, live: 0, bytesFreed: 16 * 5, errors: [], skipped: [] });
+    expect(report).toEqual({
+      scanned: 16,
+      removed: 16,
+      live: 0,
+      bytesFreed: 16 * 5,
+      errors: [],
+      errorsOmitted: 0,
+      skipped: [],
+      skippedOmitted: 0,
+    });
     for (const id of ids) expect(existsSync(join(root, `temp-dir-${id}`))).toBe(false);
   });
 });

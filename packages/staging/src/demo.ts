@@ -190,7 +190,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const committed = writers.flatMap((w) => w.lines.filter((l) => l.startsWith('committed ')));
     const failures = writers.flatMap((w) => w.lines.filter((l) => l.startsWith('error ')).map((l) => `${w.name}: ${l}`));
     const sweptRemoved = sweeps.reduce((n, r) => n + r.removed, 0);
-    const sweptErrors = sweeps.reduce((n, r) => n + r.errors.length, 0);
+    const sweptErrors = sweeps.reduce((n, r) => n + r.errors.length + r.errorsOmitted, 0);
     const avgSweep = sweepTimes.reduce((a, b) => a + b, 0) / Math.max(1, sweepTimes.length);
     say(
       `  writers  ${committed.length} artifacts committed by ${nWorkers} processes in ${ms(writeTime)} (${failures.length} errors)`,
@@ -212,7 +212,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const tRec = performance.now();
     const final = await area.recover();
     say(
-      `  recover  final pass in ${ms(performance.now() - tRec)}: scanned ${final.scanned}, removed ${final.removed}, live ${final.live}, ${final.errors.length} errors`,
+      `  recover  final pass in ${ms(performance.now() - tRec)}: scanned ${final.scanned}, removed ${final.removed}, live ${final.live}, ${final.errors.length + final.errorsOmitted} errors`,
     );
     const victimGone = !existsSync(mid.path) && !existsSync(join(root, `lock-${mid.id}`));
     check(victimGone, `the killed worker's entry was reclaimed${victimGoneAt ? ` (by sweep ${victimGoneAt})` : ''}`);

@@ -18,7 +18,7 @@ import type { StagingEntry } from './area.js';
 import { asError, checkObject, checkSignal, fenceOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
 import { classify, LOCK_PREFIX } from './naming.js';
 import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
-import { progressOf, type RecoverProgress, type RecoverReport } from './sweep.js';
+import { emptyReport, noteError, progressOf, type RecoverProgress } from './sweep.js';
 
 /**
  * What a staging area needs of a lock service to keep entry ownership in it:
@@ -121,7 +121,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
       signal?.throwIfAborted();
       const fence = fenceOf(root);
       const held = dryRun ? new Set((await locks.list()).map((h) => h.name)) : undefined;
-      const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
+      const report = emptyReport();
       const slicer = new Slicer();
       for await (const id of entryDirs(root)) {
         if (signal?.aborted) break;
@@ -153,7 +153,7 @@ export function etcdOwnership(locks: EntryLockService): EntryOwnership {
             }
           }
         } catch (err) {
-          report.errors.push({ path, error: asError(err) });
+          noteError(report, { path, error: asError(err) });
         }
         report.scanned++;
         onProgress?.(progressOf(report));

@@ -42,7 +42,31 @@ export interface RecoverProgress {
 /** The running counts of a report, as `onProgress` receives them (whichever ownership swept). */
 export function progressOf(report: RecoverReport): RecoverProgress {
   const { scanned, removed, live, bytesFreed } = report;
-  return { scanned, removed, live, bytesFreed, errors: report.errors.length };
+  return { scanned, removed, live, bytesFreed, errors: report.errors.length + report.errorsOmitted };
+}
+
+/**
+ * How many failures and skipped names a {@link RecoverReport} lists; the
+ * rest are only counted, so that a sweep's memory does not grow with the
+ * number of entries (docs/staging-protocol.md, "Recovery").
+ */
+export const REPORT_LIST_LIMIT = 1000;
+
+/** An empty report. */
+export function emptyReport(): RecoverReport {
+  return { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], errorsOmitted: 0, skipped: [], skippedOmitted: 0 };
+}
+
+/** Counts a failed entry (`scanned` is the caller's): listed while the list has room. */
+export function noteError(report: RecoverReport, error: RecoverError): void {
+  if (report.errors.length < REPORT_LIST_LIMIT) report.errors.push(error);
+  else report.errorsOmitted++;
+}
+
+/** Notes a skipped name: listed while the list has room. */
+function noteSkip(report: RecoverReport, skip: RecoverSkip): void {
+  if (report.skipped.length < REPORT_LIST_LIMIT) report.skipped.push(skip);
+  else report.skippedOmitted++;
 }
 
 /** Options of {@link StagingArea.recover}. */
@@ -77,8 +101,8 @@ export interface RecoverReport {
    * Staging entries examined, each once: by its `lock-<id>`, or by its
    * `<id>` directory when it has no lock file. Hidden in-flight lock files
    * (`.xlock-*.tmp`) are deleted when free but not counted. Always
-   * `scanned = removed + live + errors.length`; entries that finish while
-   * the sweep looks at them are not counted at all.
+   * `scanned = removed + live + errors.length + errorsOmitted`; entries that
+   * finish while the sweep looks at them are not counted at all.
    */
   scanned: number;
   /** Entries reclaimed (a dry run: that would be). */
@@ -87,16 +111,26 @@ export interface RecoverReport {
   live: number;
   /** Sum of the sizes of the regular files deleted (a dry run: that would be). */
   bytesFreed: number;
-  /** The entries that failed, in the order they failed. */
+  /**
+   * The entries that failed, in the order they failed: the first 1000; the
+   * others are counted in {@link RecoverReport.errorsOmitted} (the report's
+   * memory does not grow with the number of entries).
+   */
   errors: RecoverError[];
+  /** Entries that failed beyond the 1000 listed in {@link RecoverReport.errors}. */
+  errorsOmitted: number;
   /**
    * Names left alone because recovery cannot prove them abandoned, not
    * counted in `scanned`: names that fit neither layout (see
    * docs/staging-protocol.md, "Naming"), and a containers/storage
    * `temp-dir-<id>` without its `lock-<id>` (containers/storage's
    * CreateAndLock can leave a live entry without its lock file, podman#29641).
+   * The first 1000; the others are counted in
+   * {@link RecoverReport.skippedOmitted}.
    */
   skipped: RecoverSkip[];
+  /** Names skipped beyond the 1000 listed in {@link RecoverReport.skipped}. */
+  skippedOmitted: number;
 }
 
 /** What the sweep did with one name. */
@@ -132,7 +166,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
   signal?.throwIfAborted();
 
   const fence = fenceOf(root);
-  const report: RecoverReport = { scanned: 0, removed: 0, live: 0, bytesFreed: 0, errors: [], skipped: [] };
+  const report = emptyReport();
   const progress = onProgress as ((p: RecoverProgress) => void) | undefined;
   const slicer = new Slicer();
   // A dry run takes no lock: it probes (JS). Without the native reclaim (an
@@ -144,7 +178,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
     const tally = (outcome: Outcome): boolean => {
       if (outcome.kind === 'skip') return false;
       if (outcome.kind === 'skipped') {
-        report.skipped.push({ path: outcome.path, reason: outcome.reason });
+        noteSkip(report, { path: outcome.path, reason: outcome.reason });
         return false;
       }
       report.scanned++;
@@ -152,7 +186,7 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
       else if (outcome.kind === 'removed') {
         report.removed++;
         report.bytesFreed += outcome.bytes;
-      } else report.errors.push({ path: outcome.path, error: outcome.error });
+      } else noteError(report, { path: outcome.path, error: outcome.error });
       return true;
     };
     /** One name the native loop left to us (or, without it, every name). */
@@ -217,7 +251,7 @@ async function sweepNative(
     else if (s.stop === 'name') await one(s.name);
     else if (s.stop === 'error') {
       report.scanned++;
-      report.errors.push({ path: s.failure.entry, error: failureError(s.failure) });
+      noteError(report, { path: s.failure.entry, error: failureError(s.failure) });
       progress?.(progressOf(report));
     }
     if (slicer.due()) await slicer.yield();

@@ -107,15 +107,17 @@ async function recoverRoot(
   if (values.json) {
     const errors = report.errors.map(({ path, error }) => ({ path, code: errnoOf(error) ?? null, message: error.message }));
     out(
-      `${JSON.stringify({ root, dryRun, scanned: report.scanned, removed: report.removed, live: report.live, bytesFreed: report.bytesFreed, elapsedMs, errors, skipped: report.skipped })}\n`,
+      `${JSON.stringify({ root, dryRun, scanned: report.scanned, removed: report.removed, live: report.live, bytesFreed: report.bytesFreed, elapsedMs, errors, errorsOmitted: report.errorsOmitted, skipped: report.skipped, skippedOmitted: report.skippedOmitted })}\n`,
     );
   } else {
     out(
       `${root}: ${dryRun ? 'would remove' : 'removed'} ${report.removed} of ${report.scanned} ${report.scanned === 1 ? 'entry' : 'entries'} ` +
-        `(${bytes(report.bytesFreed)}${dryRun ? '' : ' freed'}), ${report.live} live, ${report.errors.length} failed, ${elapsedMs} ms${dryRun ? ' (dry run: nothing changed)' : ''}\n`,
+        `(${bytes(report.bytesFreed)}${dryRun ? '' : ' freed'}), ${report.live} live, ${report.errors.length + report.errorsOmitted} failed, ${elapsedMs} ms${dryRun ? ' (dry run: nothing changed)' : ''}\n`,
     );
     for (const { path, error } of report.errors) out(`  failed: ${path}: ${error.message}\n`);
+    if (report.errorsOmitted > 0) out(`  failed: ${report.errorsOmitted} more (not listed)\n`);
     for (const { path, reason } of report.skipped) out(`  skipped: ${path}: ${reason}\n`);
+    if (report.skippedOmitted > 0) out(`  skipped: ${report.skippedOmitted} more (not listed)\n`);
   }
-  return report.errors.length > 0 ? 1 : 0;
+  return report.errors.length + report.errorsOmitted > 0 ? 1 : 0;
 }
