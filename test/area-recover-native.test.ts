@@ -5,7 +5,8 @@
  * removed in time slices with the lock held in between (the event loop
  * runs), a directory of another filesystem is never entered, a lock file
  * holding a lease record is judged as a lease, and a removal that fails
- * leaves the lock file and reports the entry.
+ * leaves the lock file and reports the entry. And the sweep's loop over
+ * the root is native too: only the names it cannot settle reach JS.
  */
 import { isLockError, tryLock } from '@x/core';
 import { EntryReclaimer } from '@x/core/sweep';
@@ -14,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { rootNames, staleEntry } from './helpers/area.js';
+import { rootNames, staleEntry, worker } from './helpers/area.js';
 import { reapAll } from './helpers/child.js';
 import { canMount, tmpfs } from './helpers/mounts.js';
 import { haveTools } from './helpers/tools.js';
@@ -70,6 +71,56 @@ test('a huge entry is removed over several turns of the event loop, its lock hel
   // between. Without the native time budget the whole entry goes in one call.
   expect(turns).toBeGreaterThan(1);
   expect(heldMidway).toBe(true);
+});
+
+test('the native loop reclaims stale entries, skips the directories of existing lock files and a live entry, and hands JS only the other names', async () => {
+  await using d = await tempDir();
+  const root = join(d.path, 'staging');
+  mkdirSync(root);
+  const STALE = 300;
+  for (let i = 0; i < STALE; i++) writeFileSync(join(handEntry(root, `s${i}`).dir, 'data'), 'abc');
+  // Held by another process: its lock file and its directory stay.
+  const live = await worker(root, 'cleanup');
+  // Names the native loop leaves to the caller (untouched here: step() only reports them).
+  writeFileSync(join(root, 'Notes.txt'), 'n');
+  writeFileSync(join(root, 'lock-'), '');
+  mkdirSync(join(root, 'temp-dir-77'));
+  mkdirSync(join(root, 'orph'));
+  writeFileSync(join(root, '.xlock-a.tmp'), '');
+
+  const reclaimer = EntryReclaimer.open(root)!;
+  const handed: string[] = [];
+  const total = { removed: 0, live: 0, bytes: 0 };
+  try {
+    for (;;) {
+      const s = reclaimer.step(1000, false);
+      if (s === null) throw new Error('the addon has no native sweep loop');
+      total.removed += s.removed;
+      total.live += s.live;
+      total.bytes += s.bytes;
+      if (s.stop === 'name') handed.push(s.name);
+      expect(s.stop).not.toBe('error');
+      if (s.stop === 'end') break;
+    }
+  } finally {
+    reclaimer.close();
+  }
+  // Neither a stale entry's directory (whichever of it and its lock file the
+  // listing shows first) nor the live entry's reached JS.
+  expect(handed.filter((n) => n !== '.xstage-area').sort()).toEqual([
+    '.xlock-a.tmp',
+    'Notes.txt',
+    'lock-',
+    'orph',
+    'temp-dir-77',
+  ]);
+  expect(total).toEqual({ removed: STALE, live: 1, bytes: 3 * STALE });
+  expect(rootNames(root)).toEqual(
+    ['.xlock-a.tmp', 'Notes.txt', 'lock-', 'orph', 'temp-dir-77', live.entry.id, `lock-${live.entry.id}`].sort(),
+  );
+  live.child.proc.stdin!.end();
+  expect(await live.child.line()).toBe('released');
+  expect(await live.child.finish()).toBe(0);
 });
 
 test('a lock file holding a live lease record is judged as a lease: the entry stays; a stale kernel entry beside it goes', async () => {
