@@ -123,6 +123,56 @@ test('the native loop reclaims stale entries, skips the directories of existing 
   expect(await live.child.finish()).toBe(0);
 });
 
+test('the background loop: cancelled before it starts it touches nothing; otherwise it reclaims every stale entry while the event loop runs', async () => {
+  await using d = await tempDir();
+  const root = join(d.path, 'staging');
+  mkdirSync(root);
+  const STALE = 200;
+  for (let i = 0; i < STALE; i++) writeFileSync(join(handEntry(root, `s${i}`).dir, 'data'), 'abc');
+  const before = rootNames(root);
+
+  const cancelled = EntryReclaimer.open(root)!;
+  try {
+    cancelled.cancel();
+    expect(await cancelled.run()).toEqual({ stop: 'cancelled', removed: 0, live: 0, bytes: 0 });
+  } finally {
+    cancelled.close();
+  }
+  expect(rootNames(root)).toEqual(before);
+
+  const reclaimer = EntryReclaimer.open(root)!;
+  let turns = 0;
+  let running = true;
+  const turn = (): void => {
+    turns++;
+    if (running) setImmediate(turn);
+  };
+  setImmediate(turn);
+  try {
+    expect(await reclaimer.run()).toEqual({ stop: 'end', removed: STALE, live: 0, bytes: 3 * STALE });
+  } finally {
+    running = false;
+    reclaimer.close();
+  }
+  expect(rootNames(root)).toEqual([]);
+  // The promise settled on a later turn: the loop ran while the pool thread swept.
+  expect(turns).toBeGreaterThan(0);
+});
+
+test('recover() aborted while the background loop runs: rejects with the reason; every entry is whole or gone', async () => {
+  await using d = await tempDir();
+  const area = await StagingArea.open(join(d.path, 'staging'));
+  const STALE = 500;
+  for (let i = 0; i < STALE; i++) writeFileSync(join(handEntry(area.root, `s${i}`).dir, 'data'), 'abc');
+  const ac = new AbortController();
+  const reason = new Error('stop');
+  const sweep = area.recover({ signal: ac.signal });
+  ac.abort(reason);
+  await expect(sweep).rejects.toBe(reason);
+  const names = new Set(rootNames(area.root));
+  for (let i = 0; i < STALE; i++) expect(names.has(`s${i}`), `s${i}`).toBe(names.has(`lock-s${i}`));
+});
+
 test('a lock file holding a live lease record is judged as a lease: the entry stays; a stale kernel entry beside it goes', async () => {
   await using d = await tempDir();
   const area = await StagingArea.open(join(d.path, 'staging'));

@@ -391,8 +391,9 @@ static int is_id(const char *s) {
 #define LOCK_PREFIX "lock-"
 #define CS_DIR_PREFIX "temp-dir-"
 
-enum { SB_END = 0, SB_SLICE = 1, SB_NAME = 2, SB_ERROR = 3, SB_COUNTED = 4, SB_READ_ERROR = 5 };
-enum { SB_EACH = 1 }; /* flags: return after each counted entry */
+enum { SB_END = 0, SB_SLICE = 1, SB_NAME = 2, SB_ERROR = 3, SB_COUNTED = 4, SB_READ_ERROR = 5, SB_CANCELLED = 6 };
+enum { SB_EACH = 1, SB_BACKGROUND = 2 }; /* flags */
+#define SB_OUT 13 /* length of `out` */
 
 /*
  * sweep(rootFd, budgetUs, flags, buf, out, errPath) -> code: the sweep's
@@ -416,52 +417,29 @@ enum { SB_EACH = 1 }; /* flags: return after each counted entry */
  * SB_EACH, after each entry counted), SB_READ_ERROR (getdents64: errno in
  * out[2]). The caller must not run it with a mount point of the mount table
  * under the root (those entries need the JavaScript path's fence).
+ *
+ * With flag SB_BACKGROUND the same loop runs on a thread of libuv's pool
+ * and the call returns a promise of the code: no time budget (the event
+ * loop is not blocked: an entry is never left half done for it), and
+ * out[12] != 0, set by the caller meanwhile, stops it between two entries
+ * (SB_CANCELLED). The caller keeps buf, out and errPath alive and untouched
+ * until the promise settles (the addon holds references too).
  */
-napi_value js_sweep(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t root, budget_us, flags;
-  if (argc < 6) {
-    napi_throw_type_error(env, NULL, "xlock: sweep takes 6 arguments");
-    return NULL;
-  }
-  if (!arg_int(env, argv, argc, 0, "rootFd", &root) || !arg_int(env, argv, argc, 1, "budgetUs", &budget_us) ||
-      !arg_int(env, argv, argc, 2, "flags", &flags))
-    return NULL;
-  void *bdata = NULL, *odata = NULL, *pdata = NULL;
-  size_t blen = 0, olen = 0, plen = 0;
-  bool is_buf = false;
-  napi_typedarray_type tt;
-  CHECK(napi_is_buffer(env, argv[3], &is_buf));
-  if (!is_buf || napi_get_buffer_info(env, argv[3], &bdata, &blen) != napi_ok || blen < 1024) {
-    napi_throw_type_error(env, NULL, "xlock: expected `buf` to be a Buffer of at least 1024 bytes");
-    return NULL;
-  }
-  if (napi_get_typedarray_info(env, argv[4], &tt, &olen, &odata, NULL, NULL) != napi_ok ||
-      tt != napi_float64_array || olen < 12) {
-    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 12");
-    return NULL;
-  }
-  CHECK(napi_is_buffer(env, argv[5], &is_buf));
-  if (!is_buf || napi_get_buffer_info(env, argv[5], &pdata, &plen) != napi_ok || plen < PATH_BUF) {
-    napi_throw_type_error(env, NULL, "xlock: expected `errPath` to be a Buffer of 4096 bytes");
-    return NULL;
-  }
-  char *buf = bdata;
-  double *out = odata;
-  char *errpath = pdata;
-  if (!(out[5] >= 0 && out[5] <= out[6] && out[6] <= (double)blen)) {
-    napi_throw_type_error(env, NULL, "xlock: sweep's read position is outside `buf`");
-    return NULL;
-  }
+static int sweep_loop(int root, char *buf, long blen, double *out, char *errpath, int64_t deadline, int flags) {
   long pos = (long)out[5], len = (long)out[6];
   out[0] = 0;
   out[1] = -1;
   out[9] = out[10] = out[11] = 0;
-  int64_t deadline = mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000;
   int code;
   for (;;) {
+    if (flags & SB_BACKGROUND) {
+      double stop;
+      __atomic_load(&out[12], &stop, __ATOMIC_RELAXED); /* written by the JS thread */
+      if (stop != 0) {
+        code = SB_CANCELLED;
+        break;
+      }
+    }
     if (pos >= len) {
       long n;
       do n = syscall(SYS_getdents64, root, buf, blen);
@@ -493,7 +471,7 @@ napi_value js_sweep(napi_env env, napi_callback_info info) {
       char dirs[2][NAME_BUF];
       snprintf(dirs[0], NAME_BUF, "%s", id);
       snprintf(dirs[1], NAME_BUF, CS_DIR_PREFIX "%s", id);
-      int64_t now = mono_ns(), grace = now + 1000000; /* an entry started gets 1 ms at least */
+      int64_t grace = deadline == INT64_MAX ? INT64_MAX : mono_ns() + 1000000; /* an entry started gets 1 ms at least */
       int r = reclaim_entry(root, name, dirs, 2, deadline > grace ? deadline : grace, -1, out, errpath);
       if (r == SW_DONE) {
         out[9]++;
@@ -532,14 +510,126 @@ napi_value js_sweep(napi_env env, napi_callback_info info) {
       code = SB_COUNTED;
       break;
     }
-    if (mono_ns() >= deadline) {
+    if (deadline != INT64_MAX && mono_ns() >= deadline) {
       code = SB_SLICE;
       break;
     }
   }
   out[5] = (double)pos;
   out[6] = (double)len;
-  return make_int(env, code);
+  return code;
+}
+
+/* One background run (SB_BACKGROUND). */
+typedef struct sweep_job {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[3]; /* buf, out, errPath */
+  int root, flags, code;
+  char *buf;
+  long blen;
+  double *out;
+  char *errpath;
+} sweep_job;
+
+static void sweep_execute(napi_env env, void *data) {
+  (void)env;
+  sweep_job *j = data;
+  j->code = sweep_loop(j->root, j->buf, j->blen, j->out, j->errpath, INT64_MAX, j->flags);
+}
+
+static void sweep_complete(napi_env env, napi_status status, void *data) {
+  sweep_job *j = data;
+  napi_value v = NULL;
+  if (status == napi_ok) napi_create_int32(env, j->code, &v);
+  if (v) {
+    napi_resolve_deferred(env, j->deferred, v);
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "xlock: the background sweep did not run", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  for (int i = 0; i < 3; i++) napi_delete_reference(env, j->refs[i]);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+napi_value js_sweep(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t root, budget_us, flags;
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, "xlock: sweep takes 6 arguments");
+    return NULL;
+  }
+  if (!arg_int(env, argv, argc, 0, "rootFd", &root) || !arg_int(env, argv, argc, 1, "budgetUs", &budget_us) ||
+      !arg_int(env, argv, argc, 2, "flags", &flags))
+    return NULL;
+  void *bdata = NULL, *odata = NULL, *pdata = NULL;
+  size_t blen = 0, olen = 0, plen = 0;
+  bool is_buf = false;
+  napi_typedarray_type tt;
+  CHECK(napi_is_buffer(env, argv[3], &is_buf));
+  if (!is_buf || napi_get_buffer_info(env, argv[3], &bdata, &blen) != napi_ok || blen < 1024) {
+    napi_throw_type_error(env, NULL, "xlock: expected `buf` to be a Buffer of at least 1024 bytes");
+    return NULL;
+  }
+  if (napi_get_typedarray_info(env, argv[4], &tt, &olen, &odata, NULL, NULL) != napi_ok ||
+      tt != napi_float64_array || olen < SB_OUT) {
+    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 13");
+    return NULL;
+  }
+  CHECK(napi_is_buffer(env, argv[5], &is_buf));
+  if (!is_buf || napi_get_buffer_info(env, argv[5], &pdata, &plen) != napi_ok || plen < PATH_BUF) {
+    napi_throw_type_error(env, NULL, "xlock: expected `errPath` to be a Buffer of 4096 bytes");
+    return NULL;
+  }
+  double *out = odata;
+  if (!(out[5] >= 0 && out[5] <= out[6] && out[6] <= (double)blen)) {
+    napi_throw_type_error(env, NULL, "xlock: sweep's read position is outside `buf`");
+    return NULL;
+  }
+  if (!(flags & SB_BACKGROUND)) {
+    int64_t deadline = mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+    return make_int(env, sweep_loop(root, bdata, (long)blen, out, pdata, deadline, flags));
+  }
+  if (flags & SB_EACH) {
+    napi_throw_type_error(env, NULL, "xlock: a background sweep does not stop after each entry");
+    return NULL;
+  }
+  sweep_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, "ENOMEM", "xlock: out of memory");
+    return NULL;
+  }
+  j->root = root;
+  j->flags = flags;
+  j->buf = bdata;
+  j->blen = (long)blen;
+  j->out = out;
+  j->errpath = pdata;
+  napi_value promise, name;
+  int refs = 0;
+  for (; refs < 3; refs++)
+    if (napi_create_reference(env, argv[refs == 0 ? 3 : refs == 1 ? 4 : 5], 1, &j->refs[refs]) != napi_ok) break;
+  if (refs < 3 || napi_create_string_utf8(env, "xlock.sweep", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, sweep_execute, sweep_complete, j, &j->work) != napi_ok) {
+    for (int i = 0; i < refs; i++) napi_delete_reference(env, j->refs[i]);
+    free(j);
+    napi_throw_error(env, NULL, "xlock: cannot start the background sweep");
+    return NULL;
+  }
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok) {
+    for (int i = 0; i < 3; i++) napi_delete_reference(env, j->refs[i]);
+    napi_delete_async_work(env, j->work);
+    free(j);
+    napi_throw_error(env, NULL, "xlock: cannot start the background sweep");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, j->work) != napi_ok) sweep_complete(env, napi_generic_failure, j); /* rejects */
+  return promise;
 }
 
 /* lookup(rootFd, name) -> 1 when something is at `name` in the root (never

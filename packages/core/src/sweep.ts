@@ -42,14 +42,21 @@ export interface ReclaimFailure {
 export type ReclaimResult = number | 'live' | 'gone' | 'lease' | 'again' | ReclaimFailure;
 
 /**
- * Where {@link EntryReclaimer.step} stopped: `end` (the whole root is read),
- * `slice` (its time is up), `counted` (one entry counted, when asked to stop
- * after each), `name` (a name the caller must handle itself: `name`), or
- * `error` (lock file `name`'s reclaim failed: `failure`).
+ * Where {@link EntryReclaimer.step} or {@link EntryReclaimer.run} stopped:
+ * `end` (the whole root is read), `slice` (its time is up), `counted` (one
+ * entry counted, when asked to stop after each), `cancelled`
+ * ({@link EntryReclaimer.cancel}), `name` (a name the caller must handle
+ * itself: `name`), or `error` (lock file `name`'s reclaim failed:
+ * `failure`). The counts are those of the call.
  * @internal
  */
 export type SweepStep =
-  | { readonly stop: 'end' | 'slice' | 'counted'; readonly removed: number; readonly live: number; readonly bytes: number }
+  | {
+      readonly stop: 'end' | 'slice' | 'counted' | 'cancelled';
+      readonly removed: number;
+      readonly live: number;
+      readonly bytes: number;
+    }
   | {
       readonly stop: 'name';
       readonly removed: number;
@@ -67,7 +74,10 @@ export type SweepStep =
     };
 
 const codes = ['done', 'again', 'live', 'gone', 'lease', 'error'] as const;
-const steps = ['end', 'slice', 'name', 'error', 'counted'] as const;
+const steps = ['end', 'slice', 'name', 'error', 'counted', 'read error', 'cancelled'] as const;
+/** js_sweep's flags (native/sweep.c). */
+const EACH = 1;
+const BACKGROUND = 2;
 /** Bytes of the root's listing read per system call (the sweep's only memory for it). */
 const READ_BUF = 32 * 1024;
 const syscalls = ['open', 'fcntl', 'lstat', 'unlink', 'rmdir', 'scandir', 'rmdir'];
@@ -83,7 +93,7 @@ export class EntryReclaimer {
   readonly #root: string;
   readonly #fd: number;
   /** The native calls' results (native/sweep.c: js_reclaim, js_sweep). */
-  readonly #out = new Float64Array(12);
+  readonly #out = new Float64Array(13);
   /** The root's listing being read by {@link EntryReclaimer.step}. */
   #buf: Buffer | null = null;
   readonly #errPath = Buffer.alloc(4096);
@@ -146,23 +156,48 @@ export class EntryReclaimer {
    * Sweeps on through the root's listing for about `budgetMs`: reads it and
    * reclaims each `lock-<id>` natively, skips each `<id>` or
    * `temp-dir-<id>` whose lock file exists or that is gone, and stops at
-   * any other name (see {@link SweepStep}; native/sweep.c, js_sweep). The
-   * counts are those of this call. With `each`, it stops after every entry
-   * counted. Only for a root without mount points of the mount table under
-   * it. Null when the loaded addon cannot (an older build).
+   * any other name (see {@link SweepStep}; native/sweep.c, js_sweep). With
+   * `each`, it stops after every entry counted. Only for a root without
+   * mount points of the mount table under it. Null when the loaded addon
+   * cannot (an older build).
    * @throws an OS error with the root's path when the root cannot be read
    */
   step(budgetMs: number, each: boolean): SweepStep | null {
     if (typeof addon?.sweep !== 'function') return null;
-    const out = this.#out;
-    const buf = (this.#buf ??= Buffer.allocUnsafe(READ_BUF));
     const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
-    const r = addon.sweep(this.#fd, budgetUs, each ? 1 : 0, buf, out, this.#errPath);
+    const r = addon.sweep(this.#fd, budgetUs, each ? EACH : 0, this.#readBuf(), this.#out, this.#errPath);
+    return this.#stepOf(r as number);
+  }
+
+  /**
+   * {@link EntryReclaimer.step} without a time budget, on a thread of
+   * libuv's pool: the event loop runs meanwhile, and the sweep goes on until
+   * the end of the root, a name for the caller, or {@link EntryReclaimer.cancel}.
+   * Nothing else may be called until it settles.
+   * @throws an OS error with the root's path when the root cannot be read
+   */
+  async run(): Promise<SweepStep | null> {
+    if (typeof addon?.sweep !== 'function') return null;
+    const r = await addon.sweep(this.#fd, 0, BACKGROUND, this.#readBuf(), this.#out, this.#errPath);
+    return this.#stepOf(r);
+  }
+
+  /** Stops a {@link EntryReclaimer.run} between two entries (it settles as `cancelled`), and every later one. */
+  cancel(): void {
+    this.#out[12] = 1;
+  }
+
+  #readBuf(): Buffer {
+    return (this.#buf ??= Buffer.allocUnsafe(READ_BUF));
+  }
+
+  #stepOf(r: number): SweepStep {
+    const out = this.#out;
     const stop = steps[r];
     const counts = { removed: out[9]!, live: out[10]!, bytes: out[11]! };
-    if (stop === undefined) throw osError(-out[2]!, 'scandir', this.#root);
+    if (stop === undefined || stop === 'read error') throw osError(-out[2]!, 'scandir', this.#root);
     if (stop !== 'name' && stop !== 'error') return { stop, ...counts };
-    const name = buf.toString('utf8', out[7]!, out[7]! + out[8]!);
+    const name = this.#buf!.toString('utf8', out[7]!, out[7]! + out[8]!);
     if (stop === 'error') return { stop, ...counts, name, failure: this.#failure() };
     // A reclaim that ran out of time: the lock stays held for reclaim(name).
     this.#held = out[1]!;

@@ -224,10 +224,14 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
 }
 
 /**
- * The sweep's loop in native steps ({@link EntryReclaimer.step}): no string
- * or object per entry in JS, so memory stays flat however many entries
- * the root has. `one` handles the names the native loop leaves to JS.
- * False, having done nothing, when the addon has no native loop.
+ * The sweep's loop in native code ({@link EntryReclaimer}): no string or
+ * object per entry in JS, so memory stays flat however many entries the
+ * root has. Without `progress` the loop runs on a thread of libuv's pool
+ * ({@link EntryReclaimer.run}: nothing allocated per slice either, and the
+ * event loop is never blocked; an abort stops it between two entries);
+ * with it, in synchronous slices that stop after each entry, so that
+ * `progress` is called after each. `one` handles the names the native loop
+ * leaves to JS. False, having done nothing, when the addon has no native loop.
  */
 async function sweepNative(
   native: EntryReclaimer,
@@ -237,24 +241,29 @@ async function sweepNative(
   signal: AbortSignal | undefined,
   progress: ((p: RecoverProgress) => void) | undefined,
 ): Promise<boolean> {
-  for (;;) {
-    if (signal?.aborted) return true;
-    // With onProgress, one entry per step: it is called after each.
-    const s = native.step(slicer.remaining(), progress !== undefined);
-    if (s === null) return false;
-    report.scanned += s.removed + s.live;
-    report.removed += s.removed;
-    report.live += s.live;
-    report.bytesFreed += s.bytes;
-    if (s.stop === 'end') return true;
-    if (s.stop === 'counted') progress?.(progressOf(report));
-    else if (s.stop === 'name') await one(s.name);
-    else if (s.stop === 'error') {
-      report.scanned++;
-      noteError(report, { path: s.failure.entry, error: failureError(s.failure) });
-      progress?.(progressOf(report));
+  const cancel = (): void => native.cancel();
+  if (!progress) signal?.addEventListener('abort', cancel);
+  try {
+    for (;;) {
+      if (signal?.aborted) return true;
+      const s = progress ? native.step(slicer.remaining(), true) : await native.run();
+      if (s === null) return false;
+      report.scanned += s.removed + s.live;
+      report.removed += s.removed;
+      report.live += s.live;
+      report.bytesFreed += s.bytes;
+      if (s.stop === 'end' || s.stop === 'cancelled') return true;
+      if (s.stop === 'counted') progress?.(progressOf(report));
+      else if (s.stop === 'name') await one(s.name);
+      else if (s.stop === 'error') {
+        report.scanned++;
+        noteError(report, { path: s.failure.entry, error: failureError(s.failure) });
+        progress?.(progressOf(report));
+      }
+      if (slicer.due()) await slicer.yield();
     }
-    if (slicer.due()) await slicer.yield();
+  } finally {
+    signal?.removeEventListener('abort', cancel);
   }
 }
 

@@ -101,9 +101,17 @@ export interface NativeAddon {
   /**
    * The sweep's loop over the root: reads it (getdents64 into `buf`) and
    * settles the common names natively, returning for the others
-   * (native/sweep.c, js_sweep, says how).
+   * (native/sweep.c, js_sweep, says how). A code; with flag 2 (background)
+   * a promise of it.
    */
-  sweep?(rootFd: number, budgetUs: number, flags: number, buf: Buffer, out: Float64Array, errPath: Buffer): number;
+  sweep?(
+    rootFd: number,
+    budgetUs: number,
+    flags: number,
+    buf: Buffer,
+    out: Float64Array,
+    errPath: Buffer,
+  ): number | Promise<number>;
 }
 
 /**
