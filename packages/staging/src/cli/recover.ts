@@ -35,7 +35,8 @@ Options:
   --force      sweep <root> even without the .xstage-area marker
   --json       print one JSON document: {"root","dryRun","scanned","removed",
                "live","bytesFreed","elapsedMs","errors":[{"path","code",
-               "message"}...],"skipped":[{"path","reason"}...]}
+               "message"}...],"errorsOmitted","skipped":[{"path","reason"}
+               ...],"skippedOmitted"} (the lists keep the first 1000)
   -h, --help   show this help
 
 Exit status: 0 when every entry was handled; 1 when some failed (listed);
