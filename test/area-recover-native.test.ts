@@ -123,7 +123,7 @@ test('the native loop reclaims stale entries, skips the directories of existing 
   expect(await live.child.finish()).toBe(0);
 });
 
-test('the background loop: cancelled before it starts it touches nothing; otherwise it reclaims every stale entry while the event loop runs', async () => {
+test('the background loop: cancelled before it starts it touches nothing; otherwise it reclaims every stale entry while the event loop runs, in turns of its budget', async () => {
   await using d = await tempDir();
   const root = join(d.path, 'staging');
   mkdirSync(root);
@@ -134,7 +134,7 @@ test('the background loop: cancelled before it starts it touches nothing; otherw
   const cancelled = EntryReclaimer.open(root)!;
   try {
     cancelled.cancel();
-    expect(await cancelled.run()).toEqual({ stop: 'cancelled', removed: 0, live: 0, bytes: 0 });
+    expect(await cancelled.run(60_000)).toEqual({ stop: 'cancelled', removed: 0, live: 0, bytes: 0 });
   } finally {
     cancelled.close();
   }
@@ -148,12 +148,24 @@ test('the background loop: cancelled before it starts it touches nothing; otherw
     if (running) setImmediate(turn);
   };
   setImmediate(turn);
+  const total = { removed: 0, live: 0, bytes: 0 };
   try {
-    expect(await reclaimer.run()).toEqual({ stop: 'end', removed: STALE, live: 0, bytes: 3 * STALE });
+    // A budget of 0: the pool thread is given back after one name (an entry never cut short).
+    const first = await reclaimer.run(0);
+    expect(first?.stop).toBe('slice');
+    expect(first!.removed).toBeLessThanOrEqual(1);
+    for (let s = first!; ; s = (await reclaimer.run(60_000))!) {
+      total.removed += s.removed;
+      total.live += s.live;
+      total.bytes += s.bytes;
+      if (s.stop === 'end') break;
+      expect(s.stop).toBe('slice');
+    }
   } finally {
     running = false;
     reclaimer.close();
   }
+  expect(total).toEqual({ removed: STALE, live: 0, bytes: 3 * STALE });
   expect(rootNames(root)).toEqual([]);
   // The promise settled on a later turn: the loop ran while the pool thread swept.
   expect(turns).toBeGreaterThan(0);

@@ -419,8 +419,9 @@ enum { SB_EACH = 1, SB_BACKGROUND = 2 }; /* flags */
  * under the root (those entries need the JavaScript path's fence).
  *
  * With flag SB_BACKGROUND the same loop runs on a thread of libuv's pool
- * and the call returns a promise of the code: no time budget (the event
- * loop is not blocked: an entry is never left half done for it), and
+ * and the call returns a promise of the code: the budget only bounds how
+ * long the pool thread is kept (SB_SLICE between two entries; an entry is
+ * never left half done for it: the event loop is not blocked), and
  * out[12] != 0, set by the caller meanwhile, stops it between two entries
  * (SB_CANCELLED). The caller keeps buf, out and errPath alive and untouched
  * until the promise settles (the addon holds references too).
@@ -471,7 +472,8 @@ static int sweep_loop(int root, char *buf, long blen, double *out, char *errpath
       char dirs[2][NAME_BUF];
       snprintf(dirs[0], NAME_BUF, "%s", id);
       snprintf(dirs[1], NAME_BUF, CS_DIR_PREFIX "%s", id);
-      int64_t grace = deadline == INT64_MAX ? INT64_MAX : mono_ns() + 1000000; /* an entry started gets 1 ms at least */
+      /* An entry started gets 1 ms at least; in the background, all it needs. */
+      int64_t grace = flags & SB_BACKGROUND ? INT64_MAX : mono_ns() + 1000000;
       int r = reclaim_entry(root, name, dirs, 2, deadline > grace ? deadline : grace, -1, out, errpath);
       if (r == SW_DONE) {
         out[9]++;
@@ -510,7 +512,7 @@ static int sweep_loop(int root, char *buf, long blen, double *out, char *errpath
       code = SB_COUNTED;
       break;
     }
-    if (deadline != INT64_MAX && mono_ns() >= deadline) {
+    if (mono_ns() >= deadline) {
       code = SB_SLICE;
       break;
     }
@@ -525,7 +527,7 @@ typedef struct sweep_job {
   napi_async_work work;
   napi_deferred deferred;
   napi_ref refs[3]; /* buf, out, errPath */
-  int root, flags, code;
+  int root, flags, code, budget_us;
   char *buf;
   long blen;
   double *out;
@@ -535,7 +537,8 @@ typedef struct sweep_job {
 static void sweep_execute(napi_env env, void *data) {
   (void)env;
   sweep_job *j = data;
-  j->code = sweep_loop(j->root, j->buf, j->blen, j->out, j->errpath, INT64_MAX, j->flags);
+  j->code = sweep_loop(j->root, j->buf, j->blen, j->out, j->errpath, mono_ns() + (int64_t)j->budget_us * 1000,
+                       j->flags);
 }
 
 static void sweep_complete(napi_env env, napi_status status, void *data) {
@@ -591,8 +594,9 @@ napi_value js_sweep(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "xlock: sweep's read position is outside `buf`");
     return NULL;
   }
+  if (budget_us < 0) budget_us = 0;
   if (!(flags & SB_BACKGROUND)) {
-    int64_t deadline = mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+    int64_t deadline = mono_ns() + (int64_t)budget_us * 1000;
     return make_int(env, sweep_loop(root, bdata, (long)blen, out, pdata, deadline, flags));
   }
   if (flags & SB_EACH) {
@@ -606,6 +610,7 @@ napi_value js_sweep(napi_env env, napi_callback_info info) {
   }
   j->root = root;
   j->flags = flags;
+  j->budget_us = budget_us;
   j->buf = bdata;
   j->blen = (long)blen;
   j->out = out;

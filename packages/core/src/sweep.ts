@@ -170,15 +170,18 @@ export class EntryReclaimer {
   }
 
   /**
-   * {@link EntryReclaimer.step} without a time budget, on a thread of
-   * libuv's pool: the event loop runs meanwhile, and the sweep goes on until
-   * the end of the root, a name for the caller, or {@link EntryReclaimer.cancel}.
-   * Nothing else may be called until it settles.
+   * {@link EntryReclaimer.step} on a thread of libuv's pool: the event loop
+   * runs meanwhile, and the sweep goes on until the end of the root, a name
+   * for the caller, {@link EntryReclaimer.cancel}, or about `budgetMs` (so
+   * that the pool thread is given back now and then: `slice`, between two
+   * entries; an entry is never cut short). Nothing else may be called until
+   * it settles.
    * @throws an OS error with the root's path when the root cannot be read
    */
-  async run(): Promise<SweepStep | null> {
+  async run(budgetMs: number): Promise<SweepStep | null> {
     if (typeof addon?.sweep !== 'function') return null;
-    const r = await addon.sweep(this.#fd, 0, BACKGROUND, this.#readBuf(), this.#out, this.#errPath);
+    const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
+    const r = await addon.sweep(this.#fd, budgetUs, BACKGROUND, this.#readBuf(), this.#out, this.#errPath);
     return this.#stepOf(r);
   }
 

@@ -227,8 +227,9 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
  * The sweep's loop in native code ({@link EntryReclaimer}): no string or
  * object per entry in JS, so memory stays flat however many entries the
  * root has. Without `progress` the loop runs on a thread of libuv's pool
- * ({@link EntryReclaimer.run}: nothing allocated per slice either, and the
- * event loop is never blocked; an abort stops it between two entries);
+ * ({@link EntryReclaimer.run}, given back every {@link POOL_TURN_MS}: next
+ * to nothing allocated per entry or per turn, and the event loop is never
+ * blocked; an abort stops it between two entries);
  * with it, in synchronous slices that stop after each entry, so that
  * `progress` is called after each. `one` handles the names the native loop
  * leaves to JS. False, having done nothing, when the addon has no native loop.
@@ -246,7 +247,7 @@ async function sweepNative(
   try {
     for (;;) {
       if (signal?.aborted) return true;
-      const s = progress ? native.step(slicer.remaining(), true) : await native.run();
+      const s = progress ? native.step(slicer.remaining(), true) : await native.run(POOL_TURN_MS);
       if (s === null) return false;
       report.scanned += s.removed + s.live;
       report.removed += s.removed;
@@ -295,6 +296,14 @@ interface Sweep {
  * entry was removed (by this sweep or its writer) is rare.
  */
 const ROOT_CHUNK = 1024;
+
+/**
+ * How long the background loop keeps a thread of libuv's pool before
+ * handing it back (and going on in a new turn): long enough that the turns
+ * cost nothing in time or memory, short enough that other users of the
+ * pool (fs.promises, dns) are not starved for long, even with one thread.
+ */
+const POOL_TURN_MS = 200;
 
 /** Both staging directories a lock file can guard (one of them, at most, exists). */
 const layouts: readonly Layout[] = ['xstage', 'containers-storage'];
