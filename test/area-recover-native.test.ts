@@ -9,7 +9,7 @@
  * the root is native too: only the names it cannot settle reach JS.
  */
 import { isLockError, tryLock } from '@x/core';
-import { EntryReclaimer } from '@x/core/sweep';
+import { EntryReclaimer, SWEEP_LANES } from '@x/core/sweep';
 import { StagingArea } from '@x/staging';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -169,6 +169,40 @@ test('the background loop: cancelled before it starts it touches nothing; otherw
   expect(rootNames(root)).toEqual([]);
   // The promise settled on a later turn: the loop ran while the pool thread swept.
   expect(turns).toBeGreaterThan(0);
+});
+
+test('two lanes at once share the listing: every stale entry is reclaimed once, every other name handed to exactly one lane', async () => {
+  await using d = await tempDir();
+  const root = join(d.path, 'staging');
+  mkdirSync(root);
+  const STALE = 300;
+  const ODD = 60;
+  for (let i = 0; i < STALE; i++) writeFileSync(join(handEntry(root, `s${i}`).dir, 'data'), 'abc');
+  const odd = Array.from({ length: ODD }, (_, i) => `Odd-${i}`);
+  for (const n of odd) writeFileSync(join(root, n), '');
+  const reclaimer = EntryReclaimer.open(root)!;
+  const handed: string[] = [];
+  const total = { removed: 0, live: 0, bytes: 0 };
+  const lane = async (k: number): Promise<void> => {
+    for (;;) {
+      const s = (await reclaimer.run(60_000, k))!;
+      total.removed += s.removed;
+      total.live += s.live;
+      total.bytes += s.bytes;
+      if (s.stop === 'end') return;
+      expect(s.stop).toBe('name');
+      if (s.stop === 'name') handed.push(s.name);
+    }
+  };
+  try {
+    expect(SWEEP_LANES).toBeGreaterThan(1);
+    await Promise.all([lane(0), lane(1)]);
+  } finally {
+    reclaimer.close();
+  }
+  expect(total).toEqual({ removed: STALE, live: 0, bytes: 3 * STALE });
+  expect(handed.sort()).toEqual([...odd].sort());
+  expect(rootNames(root)).toEqual([...odd].sort());
 });
 
 test('recover() aborted while the background loop runs: rejects with the reason; every entry is whole or gone', async () => {

@@ -78,8 +78,24 @@ const steps = ['end', 'slice', 'name', 'error', 'counted', 'read error', 'cancel
 /** js_sweep's flags (native/sweep.c). */
 const EACH = 1;
 const BACKGROUND = 2;
-/** Bytes of the root's listing read per system call (the sweep's only memory for it). */
+/** Bytes of the root's listing read per system call (the sweep's only memory for it, per lane). */
 const READ_BUF = 32 * 1024;
+
+/**
+ * How many {@link EntryReclaimer.run} lanes may sweep one root at once: two
+ * threads keep the disk busy while one of them waits on it (an ext4 unlink
+ * often blocks on the journal); they are two sweepers of the protocol,
+ * which allows any number.
+ * @internal
+ */
+export const SWEEP_LANES = 2;
+
+/** One reader of the root's listing: its read buffer and its native results. */
+interface Lane {
+  readonly out: Float64Array;
+  readonly buf: Buffer;
+  readonly errPath: Buffer;
+}
 const syscalls = ['open', 'fcntl', 'lstat', 'unlink', 'rmdir', 'scandir', 'rmdir'];
 const MOUNT = 6;
 const errors = getSystemErrorMap();
@@ -92,11 +108,11 @@ const errors = getSystemErrorMap();
 export class EntryReclaimer {
   readonly #root: string;
   readonly #fd: number;
-  /** The native calls' results (native/sweep.c: js_reclaim, js_sweep). */
+  /** {@link EntryReclaimer.reclaim}'s results (native/sweep.c, js_reclaim). */
   readonly #out = new Float64Array(13);
-  /** The root's listing being read by {@link EntryReclaimer.step}. */
-  #buf: Buffer | null = null;
   readonly #errPath = Buffer.alloc(4096);
+  /** The readers of the listing ({@link EntryReclaimer.run}'s lanes; `step` uses the first). */
+  readonly #lanes: Lane[] = [];
   /** The lock held across `again` results, and the bytes deleted so far. */
   #held = -1;
   #bytes = 0;
@@ -112,7 +128,7 @@ export class EntryReclaimer {
     const fd = openSync(root, fsc.O_RDONLY | fsc.O_DIRECTORY);
     const r = new EntryReclaimer(root, fd);
     try {
-      r.#out[4] = fstatSync(fd).dev; // the device fence of every removal
+      r.#out[4] = fstatSync(fd).dev; // the device fence of every removal (lanes copy it)
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -149,7 +165,7 @@ export class EntryReclaimer {
     this.#bytes = 0;
     if (code === 'done') return bytes;
     if (code !== 'error') return code!;
-    return this.#failure();
+    return this.#failure(out, this.#errPath);
   }
 
   /**
@@ -165,8 +181,9 @@ export class EntryReclaimer {
   step(budgetMs: number, each: boolean): SweepStep | null {
     if (typeof addon?.sweep !== 'function') return null;
     const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
-    const r = addon.sweep(this.#fd, budgetUs, each ? EACH : 0, this.#readBuf(), this.#out, this.#errPath);
-    return this.#stepOf(r as number);
+    const lane = this.#lane(0);
+    const r = addon.sweep(this.#fd, budgetUs, each ? EACH : 0, lane.buf, lane.out, lane.errPath);
+    return this.#stepOf(r as number, lane);
   }
 
   /**
@@ -174,45 +191,59 @@ export class EntryReclaimer {
    * runs meanwhile, and the sweep goes on until the end of the root, a name
    * for the caller, {@link EntryReclaimer.cancel}, or about `budgetMs` (so
    * that the pool thread is given back now and then: `slice`, between two
-   * entries; an entry is never cut short). Nothing else may be called until
-   * it settles.
+   * entries; an entry is never cut short). Lanes `0` to {@link SWEEP_LANES}
+   * `- 1` may run at once, each on its own thread: they share the root's
+   * read position, so each name of the listing goes to one of them. Until a
+   * lane's run settles, nothing but `has`, `reclaim` and the other lanes may
+   * be called, and not `step`.
    * @throws an OS error with the root's path when the root cannot be read
    */
-  async run(budgetMs: number): Promise<SweepStep | null> {
+  async run(budgetMs: number, lane = 0): Promise<SweepStep | null> {
     if (typeof addon?.sweep !== 'function') return null;
+    if (!Number.isInteger(lane) || lane < 0 || lane >= SWEEP_LANES) throw new RangeError(`no sweep lane ${lane}`);
     const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
-    const r = await addon.sweep(this.#fd, budgetUs, BACKGROUND, this.#readBuf(), this.#out, this.#errPath);
-    return this.#stepOf(r);
+    const l = this.#lane(lane);
+    const r = await addon.sweep(this.#fd, budgetUs, BACKGROUND, l.buf, l.out, l.errPath);
+    return this.#stepOf(r, l);
   }
 
-  /** Stops a {@link EntryReclaimer.run} between two entries (it settles as `cancelled`), and every later one. */
+  /** Stops every {@link EntryReclaimer.run} between two entries (they settle as `cancelled`), and every later one. */
   cancel(): void {
-    this.#out[12] = 1;
+    this.#cancelled = true;
+    for (const l of this.#lanes) l.out[12] = 1;
   }
 
-  #readBuf(): Buffer {
-    return (this.#buf ??= Buffer.allocUnsafe(READ_BUF));
+  #cancelled = false;
+
+  #lane(k: number): Lane {
+    let l = this.#lanes[k];
+    if (!l) {
+      l = { out: new Float64Array(13), buf: Buffer.allocUnsafe(READ_BUF), errPath: Buffer.alloc(4096) };
+      l.out[4] = this.#out[4]!;
+      l.out[12] = this.#cancelled ? 1 : 0;
+      this.#lanes[k] = l;
+    }
+    return l;
   }
 
-  #stepOf(r: number): SweepStep {
-    const out = this.#out;
+  #stepOf(r: number, lane: Lane): SweepStep {
+    const out = lane.out;
     const stop = steps[r];
     const counts = { removed: out[9]!, live: out[10]!, bytes: out[11]! };
     if (stop === undefined || stop === 'read error') throw osError(-out[2]!, 'scandir', this.#root);
     if (stop !== 'name' && stop !== 'error') return { stop, ...counts };
-    const name = this.#buf!.toString('utf8', out[7]!, out[7]! + out[8]!);
-    if (stop === 'error') return { stop, ...counts, name, failure: this.#failure() };
+    const name = lane.buf.toString('utf8', out[7]!, out[7]! + out[8]!);
+    if (stop === 'error') return { stop, ...counts, name, failure: this.#failure(out, lane.errPath) };
     // A reclaim that ran out of time: the lock stays held for reclaim(name).
     this.#held = out[1]!;
     this.#bytes = this.#held >= 0 ? out[0]! : 0;
     return { stop, ...counts, name };
   }
 
-  /** The failure the last native call left in `out` and the error path. */
-  #failure(): ReclaimFailure {
-    const out = this.#out;
+  /** The failure a native call left in `out` and `errPath`. */
+  #failure(out: Float64Array, errPath: Buffer): ReclaimFailure {
     const errno = out[2]!;
-    const rel = this.#errPath.toString('utf8', 0, this.#errPath.indexOf(0));
+    const rel = errPath.toString('utf8', 0, errPath.indexOf(0));
     const [code2, message] = errors.get(-errno) ?? [`E${errno}`, 'unknown error'];
     return {
       code: code2,

@@ -4,7 +4,7 @@
  * ("Recovery").
  */
 import { createLocked, isLockError, tryLock, type FileLock } from '@x/core';
-import { EntryReclaimer, type ReclaimFailure, type ReclaimResult } from '@x/core/sweep';
+import { EntryReclaimer, SWEEP_LANES, type ReclaimFailure, type ReclaimResult, type SweepStep } from '@x/core/sweep';
 import { opendirSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
@@ -226,8 +226,9 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
 /**
  * The sweep's loop in native code ({@link EntryReclaimer}): no string or
  * object per entry in JS, so memory stays flat however many entries the
- * root has. Without `progress` the loop runs on a thread of libuv's pool
- * ({@link EntryReclaimer.run}, given back every {@link POOL_TURN_MS}: next
+ * root has. Without `progress` the loop runs on {@link SWEEP_LANES} threads
+ * of libuv's pool that share the listing ({@link EntryReclaimer.run}, each
+ * given back every {@link POOL_TURN_MS}: next
  * to nothing allocated per entry or per turn, and the event loop is never
  * blocked; an abort stops it between two entries);
  * with it, in synchronous slices that stop after each entry, so that
@@ -242,30 +243,49 @@ async function sweepNative(
   signal: AbortSignal | undefined,
   progress: ((p: RecoverProgress) => void) | undefined,
 ): Promise<boolean> {
-  const cancel = (): void => native.cancel();
-  if (!progress) signal?.addEventListener('abort', cancel);
-  try {
+  if (progress) {
     for (;;) {
       if (signal?.aborted) return true;
-      const s = progress ? native.step(slicer.remaining(), true) : await native.run(POOL_TURN_MS);
+      const s = native.step(slicer.remaining(), true);
       if (s === null) return false;
-      report.scanned += s.removed + s.live;
-      report.removed += s.removed;
-      report.live += s.live;
-      report.bytesFreed += s.bytes;
-      if (s.stop === 'end' || s.stop === 'cancelled') return true;
-      if (s.stop === 'counted') progress?.(progressOf(report));
+      if (tallyStep(s, report) === 'end') return true;
+      if (s.stop === 'counted' || s.stop === 'error') progress(progressOf(report));
       else if (s.stop === 'name') await one(s.name);
-      else if (s.stop === 'error') {
-        report.scanned++;
-        noteError(report, { path: s.failure.entry, error: failureError(s.failure) });
-        progress?.(progressOf(report));
-      }
       if (slicer.due()) await slicer.yield();
     }
+  }
+  const cancel = (): void => native.cancel();
+  signal?.addEventListener('abort', cancel);
+  const lane = async (k: number): Promise<boolean> => {
+    for (;;) {
+      if (signal?.aborted) return true;
+      const s = await native.run(POOL_TURN_MS, k);
+      if (s === null) return false;
+      if (tallyStep(s, report) === 'end') return true;
+      if (s.stop === 'name') await one(s.name);
+    }
+  };
+  try {
+    // Every lane settles before the caller closes the root they read.
+    const lanes = await Promise.allSettled(Array.from({ length: SWEEP_LANES }, (_, k) => lane(k)));
+    for (const l of lanes) if (l.status === 'rejected') throw l.reason;
+    return lanes.every((l) => l.status === 'fulfilled' && l.value);
   } finally {
     signal?.removeEventListener('abort', cancel);
   }
+}
+
+/** Adds a native step's counts (and its failure) to the report; `end` when the step ends the lane. */
+function tallyStep(s: SweepStep, report: RecoverReport): 'end' | 'more' {
+  report.scanned += s.removed + s.live;
+  report.removed += s.removed;
+  report.live += s.live;
+  report.bytesFreed += s.bytes;
+  if (s.stop === 'error') {
+    report.scanned++;
+    noteError(report, { path: s.failure.entry, error: failureError(s.failure) });
+  }
+  return s.stop === 'end' || s.stop === 'cancelled' ? 'end' : 'more';
 }
 
 /** The outcome of a final native result. */
