@@ -234,9 +234,13 @@ export class EntryReclaimer {
     if (stop !== 'name' && stop !== 'error') return { stop, ...counts };
     const name = lane.buf.toString('utf8', out[7]!, out[7]! + out[8]!);
     if (stop === 'error') return { stop, ...counts, name, failure: this.#failure(out, lane.errPath) };
-    // A reclaim that ran out of time: the lock stays held for reclaim(name).
-    this.#held = out[1]!;
-    this.#bytes = this.#held >= 0 ? out[0]! : 0;
+    // A reclaim that ran out of time (`step` only): the lock stays held for
+    // reclaim(name). Never touched otherwise: a lane's stop must not drop a
+    // lock that `reclaim` holds across slices for another name.
+    if (out[1]! >= 0) {
+      this.#held = out[1]!;
+      this.#bytes = out[0]!;
+    }
     return { stop, ...counts, name };
   }
 

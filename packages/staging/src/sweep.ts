@@ -256,13 +256,17 @@ async function sweepNative(
   }
   const cancel = (): void => native.cancel();
   signal?.addEventListener('abort', cancel);
+  // The names the lanes hand over are handled one at a time: the JS path's
+  // native reclaim keeps one lock across its slices (EntryReclaimer.reclaim).
+  let turn = Promise.resolve();
+  const handle = (name: string): Promise<void> => (turn = turn.then(() => one(name)));
   const lane = async (k: number): Promise<boolean> => {
     for (;;) {
       if (signal?.aborted) return true;
       const s = await native.run(POOL_TURN_MS, k);
       if (s === null) return false;
       if (tallyStep(s, report) === 'end') return true;
-      if (s.stop === 'name') await one(s.name);
+      if (s.stop === 'name') await handle(s.name);
     }
   };
   try {
