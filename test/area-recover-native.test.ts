@@ -291,3 +291,59 @@ describe.runIf(haveTools('chattr'))('a removal that fails', () => {
     }
   });
 });
+
+/**
+ * The background sweep runs on threads of its own, never on libuv's pool,
+ * which the process's own fs calls share (docs/contract.md 3.3 item 4, and
+ * recover()'s promise: "never occupying libuv's threadpool"). With a pool of
+ * one thread, the thread that stats a file for fs.promises is that pool;
+ * strace shows which threads read the root.
+ */
+const sweepBesidePool = `
+import { StagingArea } from '@x/staging';
+import { stat } from 'node:fs/promises';
+const area = await StagingArea.open(process.argv[1], { create: false }); // no emptiness check on the pool
+const marker = process.argv[2];
+const sweeping = area.recover();
+await stat(marker); // on the one pool thread, while the sweep runs
+const report = await sweeping;
+console.log(JSON.stringify({ removed: report.removed }));
+`;
+
+test.runIf(haveTools('strace'))('the background sweep never runs on a thread of libuv\u2019s pool', async () => {
+  await using d = await tempDir();
+  const root = join(d.path, 'staging');
+  await StagingArea.open(root);
+  for (let i = 0; i < 200; i++) handEntry(root, `e${i}`);
+  const marker = join(d.path, 'marker');
+  writeFileSync(marker, '');
+  const log = join(d.path, 'strace.log');
+  const r = spawnSync(
+    'strace',
+    [
+      '-f',
+      '-qq',
+      '-y',
+      '-e',
+      'trace=getdents64,statx,newfstatat',
+      '-o',
+      log,
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      sweepBesidePool,
+      root,
+      marker,
+    ],
+    { encoding: 'utf8', timeout: 60_000, cwd: join(__dirname, '..'), env: { ...process.env, UV_THREADPOOL_SIZE: '1' } },
+  );
+  expect(r.status, r.stderr).toBe(0);
+  expect(JSON.parse(r.stdout.trim())).toEqual({ removed: 200 });
+  const lines = readFileSync(log, 'utf8').split('\n');
+  const tid = (l: string) => l.split(/\s+/)[0];
+  const pool = lines.find((l) => l.includes(`${marker}"`) && (l.includes('statx(') || l.includes('newfstatat(')));
+  expect(pool).toBeDefined();
+  const sweepers = new Set(lines.filter((l) => l.includes('getdents64(') && l.includes(`${root}>`)).map(tid));
+  expect(sweepers.size).toBeGreaterThan(0);
+  expect(sweepers.has(tid(pool!))).toBe(false);
+});

@@ -522,11 +522,17 @@ static int sweep_loop(int root, char *buf, long blen, double *out, char *errpath
   return code;
 }
 
-/* One background run (SB_BACKGROUND). */
+/* A sweep thread's stack: its walk keeps its directories on the heap. */
+#define SWEEP_STACK (256 * 1024)
+
+/* One background run (SB_BACKGROUND), on a thread of its own: not one of
+ * libuv's pool, which the process's fs calls share (the contract keeps it
+ * free of our long work: docs/contract.md 3.3 item 4). Its end is reported
+ * through a threadsafe function made for the run. */
 typedef struct sweep_job {
-  napi_async_work work;
+  napi_threadsafe_function tsfn;
   napi_deferred deferred;
-  napi_ref refs[3]; /* buf, out, errPath */
+  napi_ref refs[3]; /* buf, out, errPath: kept alive while the thread uses them */
   int root, flags, code, budget_us;
   char *buf;
   long blen;
@@ -534,17 +540,22 @@ typedef struct sweep_job {
   char *errpath;
 } sweep_job;
 
-static void sweep_execute(napi_env env, void *data) {
-  (void)env;
-  sweep_job *j = data;
+static void *sweep_thread(void *arg) {
+  sweep_job *j = arg;
+  pthread_detach(pthread_self());
   j->code = sweep_loop(j->root, j->buf, j->blen, j->out, j->errpath, mono_ns() + (int64_t)j->budget_us * 1000,
                        j->flags);
+  napi_threadsafe_function tsfn = j->tsfn;
+  /* From here on j is the JS thread's (sweep_done frees it). */
+  napi_call_threadsafe_function(tsfn, j, napi_tsfn_blocking);
+  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  return NULL;
 }
 
-static void sweep_complete(napi_env env, napi_status status, void *data) {
-  sweep_job *j = data;
+/* On the JS thread: the run's result, or its failure to start. */
+static void sweep_settle(napi_env env, sweep_job *j, int started) {
   napi_value v = NULL;
-  if (status == napi_ok) napi_create_int32(env, j->code, &v);
+  if (started) napi_create_int32(env, j->code, &v);
   if (v) {
     napi_resolve_deferred(env, j->deferred, v);
   } else {
@@ -554,8 +565,17 @@ static void sweep_complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, j->deferred, err);
   }
   for (int i = 0; i < 3; i++) napi_delete_reference(env, j->refs[i]);
-  napi_delete_async_work(env, j->work);
   free(j);
+}
+
+static void sweep_done(napi_env env, napi_value cb, void *context, void *data) {
+  (void)cb;
+  (void)context;
+  if (env == NULL) { /* environment torn down */
+    free(data);
+    return;
+  }
+  sweep_settle(env, data, 1);
 }
 
 napi_value js_sweep(napi_env env, napi_callback_info info) {
@@ -619,21 +639,22 @@ napi_value js_sweep(napi_env env, napi_callback_info info) {
   int refs = 0;
   for (; refs < 3; refs++)
     if (napi_create_reference(env, argv[refs == 0 ? 3 : refs == 1 ? 4 : 5], 1, &j->refs[refs]) != napi_ok) break;
-  if (refs < 3 || napi_create_string_utf8(env, "xlock.sweep", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, sweep_execute, sweep_complete, j, &j->work) != napi_ok) {
+  if (refs < 3 || napi_create_promise(env, &j->deferred, &promise) != napi_ok) {
     for (int i = 0; i < refs; i++) napi_delete_reference(env, j->refs[i]);
     free(j);
     napi_throw_error(env, NULL, "xlock: cannot start the background sweep");
     return NULL;
   }
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok) {
-    for (int i = 0; i < 3; i++) napi_delete_reference(env, j->refs[i]);
-    napi_delete_async_work(env, j->work);
-    free(j);
-    napi_throw_error(env, NULL, "xlock: cannot start the background sweep");
-    return NULL;
+  pthread_t thread;
+  if (napi_create_string_utf8(env, "xlock.sweep", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, sweep_done, &j->tsfn) != napi_ok) {
+    sweep_settle(env, j, 0); /* rejects */
+    return promise;
   }
-  if (napi_queue_async_work(env, j->work) != napi_ok) sweep_complete(env, napi_generic_failure, j); /* rejects */
+  if (start_thread_sized(&thread, sweep_thread, j, SWEEP_STACK) != 0) {
+    napi_release_threadsafe_function(j->tsfn, napi_tsfn_abort);
+    sweep_settle(env, j, 0); /* rejects */
+  }
   return promise;
 }
 

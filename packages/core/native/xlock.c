@@ -90,10 +90,14 @@ int set_lock(int fd, int type, int wait) {
  * (SIGINT, SIGCHLD...) never land on it; a thread unblocks what it needs
  * itself. 0 | an errno. */
 int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg) {
+  return start_thread_sized(thread, fn, arg, 64 * 1024);
+}
+
+int start_thread_sized(pthread_t *thread, void *(*fn)(void *), void *arg, size_t stack) {
   pthread_attr_t attr;
   sigset_t all, old;
   pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_attr_setstacksize(&attr, stack);
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = pthread_create(thread, &attr, fn, arg);

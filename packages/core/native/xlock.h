@@ -71,6 +71,8 @@ int arg_record(napi_env env, napi_value *argv, size_t argc, size_t i, void **dat
 int set_lock(int fd, int type, int wait);
 int verify_record(int fd, const char *path, char *data, size_t len, size_t ours, size_t same, int tag_it);
 int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
+/* The same with a stack of `stack` bytes (sweep.c's threads). */
+int start_thread_sized(pthread_t *thread, void *(*fn)(void *), void *arg, size_t stack);
 /* Whether a file's first `n` bytes start like a lease backend's owner record. */
 int is_lease_record(const char *head, size_t n);
 /* record.c: verify() and unlinkHeld() (registered by xlock.c). */

@@ -187,11 +187,11 @@ export class EntryReclaimer {
   }
 
   /**
-   * {@link EntryReclaimer.step} on a thread of libuv's pool: the event loop
-   * runs meanwhile, and the sweep goes on until the end of the root, a name
-   * for the caller, {@link EntryReclaimer.cancel}, or about `budgetMs` (so
-   * that the pool thread is given back now and then: `slice`, between two
-   * entries; an entry is never cut short). Lanes `0` to {@link SWEEP_LANES}
+   * {@link EntryReclaimer.step} on a native thread of its own (not one of
+   * libuv's pool, which the process's fs calls share): the event loop runs
+   * meanwhile, and the sweep goes on until the end of the root, a name for
+   * the caller, {@link EntryReclaimer.cancel}, or about `budgetMs` (`slice`,
+   * between two entries; an entry is never cut short). Lanes `0` to {@link SWEEP_LANES}
    * `- 1` may run at once, each on its own thread: they share the root's
    * read position, so each name of the listing goes to one of them. Until a
    * lane's run settles, nothing but `has`, `reclaim` and the other lanes may

@@ -226,9 +226,9 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
 /**
  * The sweep's loop in native code ({@link EntryReclaimer}): no string or
  * object per entry in JS, so memory stays flat however many entries the
- * root has. Without `progress` the loop runs on {@link SWEEP_LANES} threads
- * of libuv's pool that share the listing ({@link EntryReclaimer.run}, each
- * given back every {@link POOL_TURN_MS}: next
+ * root has. Without `progress` the loop runs on {@link SWEEP_LANES} native
+ * threads of its own that share the listing ({@link EntryReclaimer.run}, in
+ * turns of {@link POOL_TURN_MS}: next
  * to nothing allocated per entry or per turn, and the event loop is never
  * blocked; an abort stops it between two entries);
  * with it, in synchronous slices that stop after each entry, so that
@@ -322,10 +322,10 @@ interface Sweep {
 const ROOT_CHUNK = 1024;
 
 /**
- * How long the background loop keeps a thread of libuv's pool before
- * handing it back (and going on in a new turn): long enough that the turns
- * cost nothing in time or memory, short enough that other users of the
- * pool (fs.promises, dns) are not starved for long, even with one thread.
+ * How long a turn of the background loop lasts before it reports and goes
+ * on in a new one (a new native thread, ~50 µs): long enough that the
+ * turns cost nothing in time or memory, short enough that the report's
+ * counts and an abort's promise settle soon.
  */
 const POOL_TURN_MS = 200;
 
