@@ -3,8 +3,8 @@
  * lock primitives, shared helpers and the module; pool.c/pool.h: blocking
  * lock calls on pooled threads; wait.c: the waits' N-API side; pidwatch.c:
  * watching a process for its exit; lease.c: the lease backend's publish and
- * release; create.c: createLocked's create; sweep.c: reclaiming a staging
- * entry; take.c: taking a lock in one call; record.c: the check after a
+ * release; create.c: createLocked's create; reclaim.c/sweep.c/sweep.h: a
+ * staging entry's reclaim and the sweep's loop; take.c: taking a lock in one call; record.c: the check after a
  * grant and the owner record; tmpfile.c: O_TMPFILE files). Every symbol is hidden
  * (-fvisibility=hidden) but the module's registration.
  */
@@ -130,7 +130,7 @@ napi_value js_create_tmpfile(napi_env env, napi_callback_info info);
 napi_value js_watch_pid(napi_env env, napi_callback_info info);
 napi_value js_unwatch_pid(napi_env env, napi_callback_info info);
 
-/* sweep.c: one staging entry's reclaim for @x/staging's recovery sweep. */
+/* reclaim.c (reclaim), sweep.c (lookup, sweep): @x/staging's recovery sweep. */
 napi_value js_reclaim(napi_env env, napi_callback_info info);
 napi_value js_lookup(napi_env env, napi_callback_info info);
 napi_value js_sweep(napi_env env, napi_callback_info info);

@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 const pkg = dirname(dirname(fileURLToPath(import.meta.url)));
 // xlock.c (primitives, shared helpers, module), pool.c (blocking calls on pooled
 // threads), wait.c (the waits' N-API side), pidwatch.c, lease.c (lease publish/release),
-// create.c (createLocked's create), sweep.c (a staging entry's reclaim), take.c (open+lock+check in one call),
+// create.c (createLocked's create), reclaim.c (a staging entry's reclaim), sweep.c (the sweep's loop), take.c (open+lock+check in one call),
 // record.c (the check after a grant and the owner record), tmpfile.c (O_TMPFILE files); xlock.h and pool.h join them.
 const sources = [
   'xlock.c',
@@ -33,6 +33,7 @@ const sources = [
   'pidwatch.c',
   'lease.c',
   'create.c',
+  'reclaim.c',
   'sweep.c',
   'take.c',
   'record.c',
