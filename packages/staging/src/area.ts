@@ -14,7 +14,7 @@ import { checkObject, checkPath, checkSignal, errnoOf, makeDirs, osError, show }
 import { AREA_MARKER, type Layout } from './naming.js';
 import { localOwnership, SERVICE_MARKER, type EntryOwnership } from './ownership.js';
 import { etcdOwnership, isLockService, type EntryLockService } from './ownership-etcd.js';
-import { type RecoverOptions, type RecoverReport } from './sweep.js';
+import { type RecoverOptions, type RecoverReport } from './report.js';
 
 export { AREA_MARKER } from './naming.js';
 

@@ -26,7 +26,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { AREA_MARKER, StagingArea } from './area.js';
-import type { RecoverReport } from './sweep.js';
+import type { RecoverReport } from './report.js';
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {

@@ -18,7 +18,7 @@ import type { StagingEntry } from './area.js';
 import { asError, checkObject, checkSignal, fenceOf, lstatQuiet, removeTree, show, Slicer } from './internal/fsutil.js';
 import { classify, LOCK_PREFIX } from './naming.js';
 import { SERVICE_MARKER, type Claim, type EntryOwnership } from './ownership.js';
-import { emptyReport, noteError, progressOf, type RecoverProgress } from './sweep.js';
+import { emptyReport, noteError, progressOf, type RecoverProgress } from './report.js';
 
 /**
  * What a staging area needs of a lock service to keep entry ownership in it:

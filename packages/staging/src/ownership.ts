@@ -13,7 +13,8 @@ import { createAndLock } from './lockfile.js';
 import { lstatQuiet } from './internal/fsutil.js';
 import { probeLock } from './internal/probe.js';
 import { classify, dirName, LOCK_PREFIX, type Layout } from './naming.js';
-import { recoverArea, type RecoverOptions, type RecoverReport } from './sweep.js';
+import { type RecoverOptions, type RecoverReport } from './report.js';
+import { recoverArea } from './sweep.js';
 import type { StagingEntry } from './area.js';
 
 /** An owned entry id: the entry exists (its directory may) while the claim is held. */

@@ -1,7 +1,7 @@
 /** `xstage recover`: reclaim the entries of a staging root whose writers are gone. */
 import { resolve } from 'node:path';
 import { StagingArea, type StagingAreaOptions } from '../area.js';
-import type { RecoverProgress } from '../sweep.js';
+import type { RecoverProgress } from '../report.js';
 import { errnoOf } from '../internal/fsutil.js';
 import { bytes, EX_NOINPUT, EX_UNAVAILABLE, err, out, parse, UsageError } from './common.js';
 import { connect, DEFAULT_PREFIX } from './etcd.js';
