@@ -18,6 +18,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { rootNames, staleEntry, worker } from './helpers/area.js';
 import { reapAll } from './helpers/child.js';
 import { canMount, tmpfs } from './helpers/mounts.js';
+import { straceNode } from './helpers/strace.js';
 import { haveTools } from './helpers/tools.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -317,29 +318,11 @@ test.runIf(haveTools('strace'))('the background sweep never runs on a thread of 
   for (let i = 0; i < 200; i++) handEntry(root, `e${i}`);
   const marker = join(d.path, 'marker');
   writeFileSync(marker, '');
-  const log = join(d.path, 'strace.log');
-  const r = spawnSync(
-    'strace',
-    [
-      '-f',
-      '-qq',
-      '-y',
-      '-e',
-      'trace=getdents64,statx,newfstatat',
-      '-o',
-      log,
-      process.execPath,
-      '--input-type=module',
-      '-e',
-      sweepBesidePool,
-      root,
-      marker,
-    ],
-    { encoding: 'utf8', timeout: 60_000, cwd: join(__dirname, '..'), env: { ...process.env, UV_THREADPOOL_SIZE: '1' } },
-  );
-  expect(r.status, r.stderr).toBe(0);
-  expect(JSON.parse(r.stdout.trim())).toEqual({ removed: 200 });
-  const lines = readFileSync(log, 'utf8').split('\n');
+  const { lines, stdout } = straceNode('getdents64,statx,newfstatat', sweepBesidePool, [root, marker], {
+    paths: true,
+    env: { ...process.env, UV_THREADPOOL_SIZE: '1' },
+  });
+  expect(JSON.parse(stdout.trim())).toEqual({ removed: 200 });
   const tid = (l: string) => l.split(/\s+/)[0];
   const pool = lines.find((l) => l.includes(`${marker}"`) && (l.includes('statx(') || l.includes('newfstatat(')));
   expect(pool).toBeDefined();

@@ -4,8 +4,7 @@
  * are never lost, worker threads that exit mid-wait, and threads that do not
  * outlive their use (their idle timeout on CLOCK_MONOTONIC, seen by strace).
  */
-import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
@@ -13,6 +12,7 @@ import { lock, tryLock, type FileLock } from '@x/core';
 import { setWaitTestGap, trimWaitThreads } from '@x/core/testing';
 import { pyLockf, reapAll } from './helpers/child.js';
 import { tempDir } from './helpers/tmp.js';
+import { straceNode } from './helpers/strace.js';
 import { haveTools } from './helpers/tools.js';
 import { exited, holdMany, lockErrorOf, lockWorker, rejectionOf, tick, timerProbe, track, within } from './helpers/core-util.js';
 
@@ -171,26 +171,7 @@ while (threads() > base) await tick();
 
 test.runIf(haveTools('strace'))('an idle wait thread times out on CLOCK_MONOTONIC, not the wall clock', async () => {
   await using d = await tempDir();
-  const log = join(d.path, 'strace.log');
-  const r = spawnSync(
-    'strace',
-    [
-      '-f',
-      '-qq',
-      '-e',
-      'trace=fcntl,futex',
-      '-o',
-      log,
-      process.execPath,
-      '--input-type=module',
-      '-e',
-      waitThenIdle,
-      join(d.path, 'x.lock'),
-    ],
-    { encoding: 'utf8', timeout: 60_000 },
-  );
-  expect(r.status, r.stderr).toBe(0);
-  const lines = readFileSync(log, 'utf8').split('\n');
+  const { lines } = straceNode('fcntl,futex', waitThenIdle, [join(d.path, 'x.lock')]);
   // The pool thread: the one that blocked in F_OFD_SETLKW.
   const tid = lines.find((l) => l.includes('F_OFD_SETLKW'))?.split(/\s+/)[0];
   expect(tid).toBeDefined();

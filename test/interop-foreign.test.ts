@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { lock, readOwner, tryLock } from '@x/core';
 import { reapAll } from './helpers/child.js';
-import { repoRoot } from './helpers/consumer.js';
+import { straceNode } from './helpers/strace.js';
 import { haveTools } from './helpers/tools.js';
 import { canMount, ext4Image } from './helpers/mounts.js';
 import { tempDir } from './helpers/tmp.js';
@@ -120,33 +120,13 @@ for (const backend of ['kernel', 'flock'] as const) {
       async () => {
         await using m = ext4Image(['-I', '128']);
         const p = join(m.path, 'x.lock');
-        const log = join(m.path, 'strace.log');
         const script = `
 import { tryLock } from '@x/core';
 for (let i = 0; i < 20; i++) await (await tryLock(process.argv[1], { backend: '${backend}' })).release();
 `;
-        const r = spawnSync(
-          'strace',
-          [
-            '-f',
-            '-qq',
-            '-y',
-            '-e',
-            'trace=pread64,pwrite64,utimensat',
-            '-o',
-            log,
-            process.execPath,
-            '--input-type=module',
-            '-e',
-            script,
-            p,
-          ],
-          { encoding: 'utf8', timeout: 60_000, cwd: repoRoot },
+        const onLock = straceNode('pread64,pwrite64,utimensat', script, [p], { paths: true }).lines.filter((l) =>
+          l.includes(`${p}>`),
         );
-        expect(r.status, r.stderr).toBe(0);
-        const onLock = readFileSync(log, 'utf8')
-          .split('\n')
-          .filter((l) => l.includes(`${p}>`));
         // One write, and the tag tried once after it (the time keeps no nanoseconds: it never holds).
         expect(onLock.filter((l) => l.includes('pwrite64(')).length).toBe(1);
         expect(onLock.filter((l) => l.includes('utimensat(')).length).toBe(1);
@@ -158,7 +138,6 @@ for (let i = 0; i < 20; i++) await (await tryLock(process.argv[1], { backend: '$
     test.runIf(haveTools('strace'))('re-taking a file as we left it reads nothing (its mtime carries our tag)', async () => {
       await using d = await tempDir();
       const p = join(d.path, 'x.lock');
-      const log = join(d.path, 'strace.log');
       const script = `
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tryLock } from '@x/core';
@@ -172,15 +151,7 @@ do writeFileSync(p, bytes);
 while (statSync(p, { bigint: true }).mtimeNs % 1000n === 0n);
 for (let i = 0; i < 20; i++) await cycle();
 `;
-      const r = spawnSync(
-        'strace',
-        ['-f', '-qq', '-y', '-e', 'trace=pread64,pwrite64', '-o', log, process.execPath, '--input-type=module', '-e', script, p],
-        { encoding: 'utf8', timeout: 60_000, cwd: repoRoot },
-      );
-      expect(r.status, r.stderr).toBe(0);
-      const onLock = readFileSync(log, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes(`${p}>`));
+      const onLock = straceNode('pread64,pwrite64', script, [p], { paths: true }).lines.filter((l) => l.includes(`${p}>`));
       // The first take writes the record into the empty file; after the rewrite, one take reads
       // it (and tags it again); the 19 others neither read nor write.
       expect(onLock.filter((l) => l.includes('pwrite64(')).length).toBe(1);

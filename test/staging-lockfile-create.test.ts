@@ -17,6 +17,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { holder, pyLockf, reapAll, start } from './helpers/child.js';
 import { repoRoot } from './helpers/consumer.js';
 import { bindfs, canMount } from './helpers/mounts.js';
+import { straceNode } from './helpers/strace.js';
 import { tempDir } from './helpers/tmp.js';
 import { haveTools } from './helpers/tools.js';
 
@@ -198,19 +199,11 @@ describe.runIf(haveTools('bindfs', 'fusermount3', 'python3'))('a FUSE filesystem
     async () => {
       await using d = await tempDir();
       await using m = bindfs(d.path);
-      await using logs = await tempDir();
-      const log = join(logs.path, 'strace.log');
       const script = `
 import { createAndLock } from '@x/staging';
 for (let i = 0; i < 3; i++) await (await createAndLock(process.argv[1], 'lock-')).unlockAndDelete();
 `;
-      const r = spawnSync(
-        'strace',
-        ['-f', '-qq', '-e', 'trace=openat', '-o', log, process.execPath, '--input-type=module', '-e', script, m.path],
-        { encoding: 'utf8', timeout: 60_000, cwd: repoRoot },
-      );
-      expect(r.status, r.stderr).toBe(0);
-      const lines = readFileSync(log, 'utf8').split('\n');
+      const { lines } = straceNode('openat', script, [m.path]);
       expect(lines.filter((l) => l.includes('O_TMPFILE') && l.includes(m.path)).length).toBe(1);
       expect(lines.filter((l) => l.includes('.xlock-') && l.includes('O_EXCL')).length).toBe(3);
       expect(entries(m.path)).toEqual([]);
