@@ -320,6 +320,36 @@ int arg_name(napi_env env, napi_value v, char *buf) {
   return 1;
 }
 
+int arg_buffer(napi_env env, napi_value v, size_t min, const char *name, char **data, size_t *len) {
+  bool is_buf = false;
+  void *d = NULL;
+  size_t n = 0;
+  if (napi_is_buffer(env, v, &is_buf) != napi_ok || !is_buf || napi_get_buffer_info(env, v, &d, &n) != napi_ok ||
+      n < min) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "xlock: expected `%s` to be a Buffer of at least %zu bytes", name, min);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  *data = d;
+  if (len) *len = n;
+  return 1;
+}
+
+int arg_doubles(napi_env env, napi_value v, size_t min, const char *name, double **data) {
+  napi_typedarray_type t;
+  size_t n = 0;
+  void *d = NULL;
+  if (napi_get_typedarray_info(env, v, &t, &n, &d, NULL, NULL) != napi_ok || t != napi_float64_array || n < min) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "xlock: expected `%s` to be a Float64Array of %zu", name, min);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  *data = d;
+  return 1;
+}
+
 napi_value js_reclaim(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
@@ -346,22 +376,12 @@ napi_value js_reclaim(napi_env env, napi_callback_info info) {
   }
   if (!arg_int(env, argv, argc, 3, "budgetUs", &budget_us) || !arg_int(env, argv, argc, 4, "heldFd", &held))
     return NULL;
-  napi_typedarray_type tt;
-  size_t olen = 0, plen = 0;
-  void *odata = NULL, *pdata = NULL;
-  bool is_buf = false;
-  if (napi_get_typedarray_info(env, argv[5], &tt, &olen, &odata, NULL, NULL) != napi_ok ||
-      tt != napi_float64_array || olen < 5) {
-    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 5");
+  double *out;
+  char *errpath;
+  if (!arg_doubles(env, argv[5], 5, "out", &out) || !arg_buffer(env, argv[6], PATH_BUF, "errPath", &errpath, NULL))
     return NULL;
-  }
-  CHECK(napi_is_buffer(env, argv[6], &is_buf));
-  if (!is_buf || napi_get_buffer_info(env, argv[6], &pdata, &plen) != napi_ok || plen < PATH_BUF) {
-    napi_throw_type_error(env, NULL, "xlock: expected `errPath` to be a Buffer of 4096 bytes");
-    return NULL;
-  }
   return make_int(env, reclaim_entry(root, lock_name, dirs, ndirs,
                                      mono_ns() + (int64_t)(budget_us > 0 ? budget_us : 0) * 1000, held,
-                                     odata, pdata));
+                                     out, errpath));
 }
 

@@ -221,26 +221,12 @@ napi_value js_sweep(napi_env env, napi_callback_info info) {
   if (!arg_int(env, argv, argc, 0, "rootFd", &root) || !arg_int(env, argv, argc, 1, "budgetUs", &budget_us) ||
       !arg_int(env, argv, argc, 2, "flags", &flags))
     return NULL;
-  void *bdata = NULL, *odata = NULL, *pdata = NULL;
-  size_t blen = 0, olen = 0, plen = 0;
-  bool is_buf = false;
-  napi_typedarray_type tt;
-  CHECK(napi_is_buffer(env, argv[3], &is_buf));
-  if (!is_buf || napi_get_buffer_info(env, argv[3], &bdata, &blen) != napi_ok || blen < 1024) {
-    napi_throw_type_error(env, NULL, "xlock: expected `buf` to be a Buffer of at least 1024 bytes");
+  char *bdata, *pdata;
+  size_t blen = 0;
+  double *out;
+  if (!arg_buffer(env, argv[3], 1024, "buf", &bdata, &blen) || !arg_doubles(env, argv[4], SB_OUT, "out", &out) ||
+      !arg_buffer(env, argv[5], PATH_BUF, "errPath", &pdata, NULL))
     return NULL;
-  }
-  if (napi_get_typedarray_info(env, argv[4], &tt, &olen, &odata, NULL, NULL) != napi_ok ||
-      tt != napi_float64_array || olen < SB_OUT) {
-    napi_throw_type_error(env, NULL, "xlock: expected `out` to be a Float64Array of 13");
-    return NULL;
-  }
-  CHECK(napi_is_buffer(env, argv[5], &is_buf));
-  if (!is_buf || napi_get_buffer_info(env, argv[5], &pdata, &plen) != napi_ok || plen < PATH_BUF) {
-    napi_throw_type_error(env, NULL, "xlock: expected `errPath` to be a Buffer of 4096 bytes");
-    return NULL;
-  }
-  double *out = odata;
   if (!(out[5] >= 0 && out[5] <= out[6] && out[6] <= (double)blen)) {
     napi_throw_type_error(env, NULL, "xlock: sweep's read position is outside `buf`");
     return NULL;

@@ -26,6 +26,10 @@ int64_t mono_ns(void);
 /* reclaim.c: one entry (its lock file and directories), see there. */
 int reclaim_entry(int root, const char *lock_name, char dirs[][NAME_BUF], uint32_t ndirs, int64_t deadline,
                   int held, double *out, char *errpath);
+/* Reads `v` as a Buffer of at least `min` bytes (TypeError naming `name` otherwise). */
+int arg_buffer(napi_env env, napi_value v, size_t min, const char *name, char **data, size_t *len);
+/* Reads `v` as a Float64Array of at least `min` elements (TypeError naming `name` otherwise). */
+int arg_doubles(napi_env env, napi_value v, size_t min, const char *name, double **data);
 /* Reads napi value `v` as one path component (no '/', not empty, not . or ..) into buf. */
 int arg_name(napi_env env, napi_value v, char *buf);
 

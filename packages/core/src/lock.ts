@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { statfsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { LockError } from './errors.js';
 import { isProcessAlive } from './owner.js';
 import { addon, kernelLocks } from './platform/native.js';
@@ -337,7 +337,7 @@ export interface CreateLockedOptions {
  * ```
  */
 export async function createLocked(dir: string, nameFor: () => string, options?: CreateLockedOptions): Promise<FileLock> {
-  const abs = resolve(checkPath(dir, 'dir'));
+  const abs = absolute(checkPath(dir, 'dir'));
   if (typeof nameFor !== 'function') throw new TypeError(`Expected \`nameFor\` to be a function, got ${show(nameFor)}`);
   if (options !== undefined && (typeof options !== 'object' || options === null)) {
     throw new TypeError(`Expected \`options\` to be an object, got ${show(options)}`);

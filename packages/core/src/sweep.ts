@@ -90,6 +90,9 @@ const READ_BUF = 32 * 1024;
  */
 export const SWEEP_LANES = 2;
 
+/** A time budget in whole microseconds, as the addon takes it (an int32). */
+const micros = (ms: number): number => Math.max(0, Math.min(2 ** 31 - 1, Math.round(ms * 1000)));
+
 /** One reader of the root's listing: its read buffer and its native results. */
 interface Lane {
   readonly out: Float64Array;
@@ -116,6 +119,8 @@ export class EntryReclaimer {
   /** The lock held across `again` results, and the bytes deleted so far. */
   #held = -1;
   #bytes = 0;
+  /** {@link EntryReclaimer.cancel} was called: later lanes start cancelled. */
+  #cancelled = false;
 
   private constructor(root: string, fd: number) {
     this.#root = root;
@@ -153,8 +158,7 @@ export class EntryReclaimer {
    */
   reclaim(lockName: string, dirNames: readonly string[], budgetMs: number): ReclaimResult {
     const out = this.#out;
-    const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
-    const code = codes[addon!.reclaim!(this.#fd, lockName, dirNames, budgetUs, this.#held, out, this.#errPath)];
+    const code = codes[addon!.reclaim!(this.#fd, lockName, dirNames, micros(budgetMs), this.#held, out, this.#errPath)];
     this.#held = -1;
     this.#bytes += out[0]!;
     if (code === 'again') {
@@ -180,9 +184,8 @@ export class EntryReclaimer {
    */
   step(budgetMs: number, each: boolean): SweepStep | null {
     if (typeof addon?.sweep !== 'function') return null;
-    const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
     const lane = this.#lane(0);
-    const r = addon.sweep(this.#fd, budgetUs, each ? EACH : 0, lane.buf, lane.out, lane.errPath);
+    const r = addon.sweep(this.#fd, micros(budgetMs), each ? EACH : 0, lane.buf, lane.out, lane.errPath);
     return this.#stepOf(r as number, lane);
   }
 
@@ -201,9 +204,8 @@ export class EntryReclaimer {
   async run(budgetMs: number, lane = 0): Promise<SweepStep | null> {
     if (typeof addon?.sweep !== 'function') return null;
     if (!Number.isInteger(lane) || lane < 0 || lane >= SWEEP_LANES) throw new RangeError(`no sweep lane ${lane}`);
-    const budgetUs = Math.max(0, Math.min(2 ** 31 - 1, Math.round(budgetMs * 1000)));
     const l = this.#lane(lane);
-    const r = await addon.sweep(this.#fd, budgetUs, BACKGROUND, l.buf, l.out, l.errPath);
+    const r = await addon.sweep(this.#fd, micros(budgetMs), BACKGROUND, l.buf, l.out, l.errPath);
     return this.#stepOf(r, l);
   }
 
@@ -212,8 +214,6 @@ export class EntryReclaimer {
     this.#cancelled = true;
     for (const l of this.#lanes) l.out[12] = 1;
   }
-
-  #cancelled = false;
 
   #lane(k: number): Lane {
     let l = this.#lanes[k];

@@ -129,10 +129,9 @@ export async function recoverArea(root: string, options?: RecoverOptions): Promi
  * object per entry in JS, so memory stays flat however many entries the
  * root has. Without `progress` the loop runs on {@link SWEEP_LANES} native
  * threads of its own that share the listing ({@link EntryReclaimer.run}, in
- * turns of {@link POOL_TURN_MS}: next
- * to nothing allocated per entry or per turn, and the event loop is never
- * blocked; an abort stops it between two entries);
- * with it, in synchronous slices that stop after each entry, so that
+ * turns of {@link TURN_MS}: next to nothing allocated per entry or per
+ * turn, and the event loop is never blocked; an abort stops it between two
+ * entries); with it, in synchronous slices that stop after each entry, so that
  * `progress` is called after each. `one` handles the names the native loop
  * leaves to JS. False, having done nothing, when the addon has no native loop.
  */
@@ -164,7 +163,7 @@ async function sweepNative(
   const lane = async (k: number): Promise<boolean> => {
     for (;;) {
       if (signal?.aborted) return true;
-      const s = await native.run(POOL_TURN_MS, k);
+      const s = await native.run(TURN_MS, k);
       if (s === null) return false;
       if (tallyStep(s, report) === 'end') return true;
       if (s.stop === 'name') await handle(s.name);
@@ -228,7 +227,7 @@ const ROOT_CHUNK = 1024;
  * turns cost nothing in time or memory, short enough that the report's
  * counts and an abort's promise settle soon.
  */
-const POOL_TURN_MS = 200;
+const TURN_MS = 200;
 
 /** Both staging directories a lock file can guard (one of them, at most, exists). */
 const layouts: readonly Layout[] = ['xstage', 'containers-storage'];

@@ -30,15 +30,29 @@ export function native(path: string): NativeAddon {
 
 const never = new AbortController().signal;
 
+type OpenOptions = Pick<Checked, 'shared' | 'parents' | 'create' | 'mode'>;
+
+/** open(2) flags of a lock file: never following a symlink. */
+function openFlags(o: OpenOptions): number {
+  return (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | (o.create ? fsc.O_CREAT : 0) | fsc.O_NOFOLLOW;
+}
+
+/**
+ * Whether an open that gave `r` should be tried again because `parents`
+ * asks for the missing directories of `path`, which are then created.
+ */
+function madeParents(r: number, path: string, o: OpenOptions): boolean {
+  if (r !== E.ENOENT || !o.parents || !o.create) return false;
+  makeDirs(dirname(path));
+  return true;
+}
+
 /** Opens (creating if needed) the lock file; never follows a symlink. */
-export function openLockFile(path: string, o: Pick<Checked, 'shared' | 'parents' | 'create' | 'mode'>, extraFlags = 0): number {
+export function openLockFile(path: string, o: OpenOptions, extraFlags = 0): number {
   const a = native(path);
-  const flags = (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | (o.create ? fsc.O_CREAT : 0) | fsc.O_NOFOLLOW | extraFlags;
+  const flags = openFlags(o) | extraFlags;
   let fd = a.open(path, flags, o.mode);
-  if (fd === E.ENOENT && o.parents && o.create) {
-    makeDirs(dirname(path));
-    fd = a.open(path, flags, o.mode);
-  }
+  if (madeParents(fd, path, o)) fd = a.open(path, flags, o.mode);
   if (fd < 0) throw osError(fd, 'open', path);
   return fd;
 }
@@ -272,6 +286,18 @@ function settle(fd: number, v: number, rec: KernelRecord | undefined, o: Checked
   return { fd, foreign: v === 3 || (rec === undefined && o.removeOnRelease === true && foreignContent(fd)) };
 }
 
+/** native take() with our record, if any. */
+function takeFile(
+  a: NativeAddon,
+  path: string,
+  flags: number,
+  mode: number,
+  type: LockType,
+  rec: KernelRecord | undefined,
+): number {
+  return rec ? a.take(path, flags, mode, type, rec.buf, RECORD_PREFIX.length, rec.same) : a.take(path, flags, mode, type);
+}
+
 /** A first attempt that found the lock held elsewhere: `fd` stays open for {@link waitKernel}. */
 export interface KernelBusy {
   readonly fd: number;
@@ -291,13 +317,10 @@ export function lockKernelNow(path: string, o: Checked, wait: boolean, recordOf?
   const a = native(path);
   const type = o.shared ? LockType.Shared : LockType.Exclusive;
   const rec = recordOf === undefined ? undefined : kernelRecord(recordOf);
-  const flags = (o.shared ? fsc.O_RDONLY : fsc.O_RDWR) | (o.create ? fsc.O_CREAT : 0) | fsc.O_NOFOLLOW;
+  const flags = openFlags(o);
   // One native call: open, lock, inode check and record (native/take.c).
-  let r = rec ? a.take(path, flags, o.mode, type, rec.buf, RECORD_PREFIX.length, rec.same) : a.take(path, flags, o.mode, type);
-  if (r === E.ENOENT && o.parents && o.create) {
-    makeDirs(dirname(path));
-    r = rec ? a.take(path, flags, o.mode, type, rec.buf, RECORD_PREFIX.length, rec.same) : a.take(path, flags, o.mode, type);
-  }
+  let r = takeFile(a, path, flags, o.mode, type, rec);
+  if (madeParents(r, path, o)) r = takeFile(a, path, flags, o.mode, type, rec);
   if (r < 0) {
     const step = Math.floor(-r / TAKE_STEP);
     throw osError(-(-r % TAKE_STEP), step === 0 ? 'open' : step === 1 ? 'fcntl' : 'fstat', path);

@@ -191,17 +191,6 @@ const defaults: Checked = Object.freeze({
   child: undefined,
 }) as Checked;
 
-/** The checked options of `{ backend }` alone, per backend. */
-const backendOnly = new Map<string, Checked>(
-  (['auto', 'kernel', 'flock', 'lease'] as const).map((backend) => [backend, Object.freeze({ ...defaults, backend })]),
-);
-
-/** Whether no option but `backend` has a value. */
-function onlyBackend(o: Record<string, unknown>): boolean {
-  for (const key of keys) if (key !== 'backend' && o[key] !== undefined) return false;
-  return true;
-}
-
 function isChildProcess(v: unknown): v is ChildProcess {
   return typeof v === 'object' && v !== null && typeof (v as ChildProcess).once === 'function' && 'exitCode' in v;
 }
@@ -212,19 +201,10 @@ export function checkOptions(options: unknown, extraKeys?: ReadonlySet<string>):
   if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('options', 'an object', options);
   const o = options as Record<string, unknown>;
   // for-in with hasOwn: Object.keys' own enumerable keys, without its array.
-  let count = 0;
   for (const key in o) {
     if (!keys.has(key) && !extraKeys?.has(key) && Object.hasOwn(o, key)) {
       throw new TypeError(`Unknown option \`${key}\` (known: ${[...keys].join(', ')})`);
     }
-    count++;
-  }
-  // `{ backend }` alone, the common case: a shared, frozen result. Every
-  // other option is read as below would read it (a getter, an inherited or
-  // non-enumerable property counts), so the result is the same.
-  if (count === 1 && typeof o.backend === 'string' && onlyBackend(o)) {
-    const preset = backendOnly.get(o.backend);
-    if (preset) return preset;
   }
   const backend = o.backend ?? 'auto';
   if (backend !== 'auto' && backend !== 'kernel' && backend !== 'flock' && backend !== 'lease')
